@@ -1,0 +1,214 @@
+"""The ``streamrec`` command line: one entry point, one sub-command per job (see README)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from deploy.settings import load_settings
+from engine.errors import StreamrecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="streamrec: real-time recommendations.")
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@app.command()
+def up(partitions: Annotated[int, typer.Option(help="partitions of the topics")] = 4) -> None:
+    """Start the embedded broker (Tansu) and Redis on free loopback ports, and create the topics."""
+    from deploy.stack import start_stack
+
+    info = start_stack(Path.cwd(), partitions=partitions)
+    out.print(f"kafka  {info.kafka_bootstrap}  (pid {info.broker_pid})")
+    out.print(f"redis  {info.redis_url}  (pid {info.redis_pid})")
+    out.print("settings written to .streamrec/stack.env; stop with `streamrec down`")
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded stack started from this directory (by PID) and remove its settings."""
+    from deploy.stack import stop_stack
+
+    stopped = stop_stack(Path.cwd())
+    out.print("\n".join(stopped) if stopped else "nothing was running")
+
+
+@app.command()
+def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Say what is up: embedded processes, connections, consumer lag and partition watermarks."""
+    from deploy.stack import stack_status
+
+    report: dict[str, object] = {"stack": stack_status(Path.cwd())}
+    settings = load_settings()
+    try:
+        from consumers.offsets import group_lag
+        from deploy.runner import make_store
+
+        report["lag"] = group_lag(settings.kafka)
+        report["watermarks"] = make_store(settings).watermarks()
+    except StreamrecError as exc:
+        report["error"] = str(exc)
+    if json_out:
+        out.print_json(orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS).decode())
+        return
+    for name, value in report.items():
+        out.print(f"[bold]{name}[/bold]: {value}")
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="event log file")],
+    fmt: Annotated[str, typer.Option("--format", help="events|yoochoose|movielens|taobao|retailrocket")] = "events",
+    rate: Annotated[float | None, typer.Option(help="events per second (default: as fast as possible)")] = None,
+    limit: Annotated[int | None, typer.Option(help="replay only the first N events (by time)")] = None,
+) -> None:
+    """Produce an event log to the events topic in timestamp order, keyed by user."""
+    from engine.loaders import load_events
+    from producers.replay import replay_events
+
+    settings = load_settings()
+    events = load_events(path, fmt, limit=limit)
+    started = time.monotonic()
+    with _progress() as bar:
+        task = bar.add_task("replay", total=len(events))
+        count = replay_events(events, settings.kafka, rate=rate, progress=lambda n: bar.advance(task, n))
+    elapsed = time.monotonic() - started
+    out.print(f"replayed {count:,} events to {settings.kafka.events_topic!r} in {elapsed:.1f} s "
+              f"({count / max(elapsed, 1e-9):,.0f} events/s)")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    )
+
+
+@app.command()
+def run(
+    workers: Annotated[int, typer.Option(help="worker processes in the consumer group")] = 1,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="exit once the group's lag is zero")] = False,
+    max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
+) -> None:
+    """Run the engine workers: consume events, update Redis, publish recommendations."""
+    from deploy.runner import run_workers
+
+    settings = load_settings()
+    if not until_idle:
+        logging.getLogger("streamrec").setLevel(logging.INFO)
+    started = time.monotonic()
+    stats = run_workers(settings, workers, until_idle, max_seconds)
+    elapsed = time.monotonic() - started
+    consumed = sum(s["consumed"] for s in stats)
+    table = Table("worker", "consumed", "applied", "duplicates", "skipped", "dead-lettered", "recs published")
+    for i, s in enumerate(stats):
+        table.add_row(str(i), *(f"{s[k]:,}" for k in
+                      ("consumed", "applied", "duplicates", "already_applied", "dead_lettered", "recs_published")))
+    out.print(table)
+    out.print(f"{consumed:,} records in {elapsed:.1f} s ({consumed / max(elapsed, 1e-9):,.0f} records/s)")
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="user id")],
+    k: Annotated[int, typer.Option("-k", help="how many")] = 20,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recommendations for one user from the current state."""
+    from deploy.runner import make_store
+    from engine.recommend import Recommender
+
+    settings = load_settings()
+    store = make_store(settings)
+    profile, ranked = Recommender(store, settings.engine).for_user(user, k)
+    if json_out:
+        payload = {"user_id": user, "items": [i for i, _ in ranked], "scores": [s for _, s in ranked],
+                   "history": profile.history, "purchased": sorted(profile.purchased)}
+        out.print_json(orjson.dumps(payload).decode())
+        return
+    out.print(f"user {user}: {len(profile.history)} recent items, {len(profile.purchased)} purchased")
+    table = Table("#", "item", "score")
+    for rank, (item, score) in enumerate(ranked, 1):
+        table.add_row(str(rank), item, f"{score:.4f}")
+    out.print(table)
+
+
+@app.command()
+def verify(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Rebuild the state from the events topic in memory and compare it with Redis; exit 1 on mismatch."""
+    from consumers.reader import read_topic
+    from deploy.runner import make_store
+    from engine.verify import verify_store
+
+    settings = load_settings()
+    store = make_store(settings)
+    watermarks = store.watermarks()
+    records = read_topic(settings.kafka, settings.kafka.events_topic, upto=watermarks)
+    oracle, mismatches = verify_store(records, store, settings.engine)
+    checked = sum(len(r) for r in records.values())
+    report = {
+        "ok": not mismatches,
+        "records_checked": checked,
+        "watermarks": watermarks,
+        "mismatches": [m.to_dict() for m in mismatches[:200]],
+        "mismatch_count": len(mismatches),
+    }
+    if json_out:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    else:
+        for m in mismatches[:50]:
+            out.print(f"partition {m.partition} {m.what} {m.key}: expected {m.expected!r}, found {m.actual!r}")
+        verdict = "[green]ok[/green]" if not mismatches else f"[red]{len(mismatches)} mismatches[/red]"
+        out.print(f"verify: {verdict} ({checked:,} records up to watermarks {watermarks})")
+    if mismatches:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    data: Annotated[Path | None, typer.Option(help="ML-100k .inter file (default: ../shared/data or download)")] = None,
+    limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
+) -> None:
+    """The whole story on a real dataset: up, replay, run until idle, show recommendations."""
+    from deploy.demo import run_demo
+
+    run_demo(out, console, data, limit)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the settings in effect (secrets masked)."""
+    out.print_json(orjson.dumps(load_settings().describe()).decode())
+
+
+def main() -> None:
+    try:
+        app()
+    except StreamrecError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

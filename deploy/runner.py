@@ -1,0 +1,78 @@
+"""Runs engine workers: one in this process, or N worker processes that share the consumer group."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from dataclasses import asdict
+
+from consumers.worker import Worker, WorkerStats
+from deploy.settings import Settings
+from engine.errors import StreamrecError
+from engine.state.redis_store import RedisStore
+from producers.admin import topic_partitions
+
+log = logging.getLogger("streamrec.runner")
+
+
+def make_store(settings: Settings) -> RedisStore:
+    partitions = topic_partitions(settings.kafka, settings.kafka.events_topic)
+    return RedisStore(settings.redis, partitions, settings.engine)
+
+
+def run_worker(settings: Settings, until_idle: bool, max_seconds: float | None = None) -> WorkerStats:
+    store = make_store(settings)
+    worker = Worker(settings.kafka, store, settings.engine, settings.worker)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: finishing the current batch, then stopping", signum)
+        worker.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return worker.run(until_idle=until_idle, max_seconds=max_seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        store.close()
+
+
+def _child(settings: Settings, until_idle: bool, max_seconds: float | None, results: multiprocessing.Queue) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(message)s")
+    stats = run_worker(settings, until_idle, max_seconds)
+    results.put(asdict(stats))
+
+
+def run_workers(settings: Settings, workers: int, until_idle: bool, max_seconds: float | None = None) -> list[dict]:
+    """Start ``workers`` processes and wait for them; SIGTERM/SIGINT are passed on to each."""
+    if workers == 1:
+        return [asdict(run_worker(settings, until_idle, max_seconds))]
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_child, args=(settings, until_idle, max_seconds, results), name=f"worker-{i}")
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: each worker finishes its batch and leaves the group
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for proc in procs:
+            proc.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stats = []
+    while not results.empty():
+        stats.append(results.get())
+    failed = [proc.name for proc in procs if proc.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        raise StreamrecError(f"workers failed: {', '.join(failed)} (see the log above)")
+    return stats

@@ -1,0 +1,48 @@
+"""All settings in one place: one typed class per subsystem, composed here.
+
+Values come from, highest priority first: ``STREAMREC_*`` environment variables, the embedded
+stack's ``.streamrec/stack.env`` in the working directory (written by ``streamrec up``), defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from consumers.worker import WorkerSettings
+from engine.config import EngineSettings
+from engine.state.redis_store import RedisSettings
+from producers.kafka import KafkaSettings
+
+STACK_DIR = ".streamrec"
+STACK_ENV = "stack.env"
+
+
+@dataclass
+class Settings:
+    kafka: KafkaSettings
+    redis: RedisSettings
+    engine: EngineSettings
+    worker: WorkerSettings
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Every setting by subsystem, secrets masked (pydantic prints SecretStr as '**********')."""
+        return {
+            name: {k: str(v) if v is not None else None for k, v in getattr(self, name).model_dump().items()}
+            for name in ("kafka", "redis", "engine", "worker")
+        }
+
+
+def stack_env_path(workdir: Path | None = None) -> Path:
+    return (workdir or Path.cwd()) / STACK_DIR / STACK_ENV
+
+
+def load_settings(workdir: Path | None = None) -> Settings:
+    env_file = stack_env_path(workdir)
+    source = str(env_file) if env_file.is_file() else None
+    return Settings(
+        kafka=KafkaSettings(_env_file=source),  # type: ignore[call-arg]
+        redis=RedisSettings(_env_file=source),  # type: ignore[call-arg]
+        engine=EngineSettings(_env_file=source),  # type: ignore[call-arg]
+        worker=WorkerSettings(_env_file=source),  # type: ignore[call-arg]
+    )

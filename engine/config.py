@@ -1,0 +1,35 @@
+"""Tunable parameters of the engine's pure logic (state deltas and scoring)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineSettings(BaseSettings):
+    """Environment: ``STREAMREC_ENGINE_<FIELD>`` (e.g. ``STREAMREC_ENGINE_TOP_K=50``)."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_ENGINE_", extra="ignore")
+
+    top_k: int = Field(20, ge=1, le=1000, description="recommendations per user")
+    history_length: int = Field(50, ge=1, le=10_000, description="recent items kept per user")
+    cooccurrence_window: int = Field(5, ge=1, le=100, description="earlier items an event is paired with")
+    cooccurrence_decay: float = Field(0.8, gt=0, le=1, description="weight factor per step of distance")
+    max_neighbours: int = Field(100, ge=1, description="neighbours kept per item (trimmed at 2x)")
+    dedup_window: int = Field(1000, ge=1, description="recent event ids remembered per user")
+    popularity_half_life_s: float = Field(86_400.0, gt=0, description="half-life of trending scores")
+    # Forward decay: scores are stored relative to this epoch so that updates commute.
+    popularity_epoch: float = Field(1_262_304_000.0, description="reference time of trending scores")
+    weight_view: float = 1.0
+    weight_click: float = 1.0
+    weight_add_to_cart: float = 3.0
+    weight_purchase: float = 5.0
+    recent_items: int = Field(10, ge=1, description="recent items whose neighbours are candidates")
+    recency_decay: float = Field(0.7, gt=0, le=1, description="weight of the n-th most recent item")
+    trending_weight: float = Field(0.05, ge=0, description="blend weight of trending items")
+    trending_candidates: int = Field(100, ge=1)
+    exclude_history: bool = Field(False, description="never recommend items the user interacted with")
+    session_gap_s: float = Field(1800.0, gt=0, description="inactivity that starts a new session")
+
+    def type_weight(self, event_type: str) -> float:
+        return float(getattr(self, f"weight_{event_type}"))

@@ -1,0 +1,174 @@
+"""Pure logic: a batch of events plus what the store knew before it -> the state delta to apply.
+
+No I/O here. The Redis and in-memory stores apply the same :class:`StateDelta`, the worker and the
+offline evaluation compute it with the same function, and ``streamrec verify`` rebuilds the expected
+state with it, so there is one definition of what an event does to the state.
+
+>>> from engine.config import EngineSettings
+>>> from engine.events import Event
+>>> events = [Event("e1", 1e9, "u", "a", "view"), Event("e2", 1e9 + 5, "u", "b", "purchase")]
+>>> delta = compute_delta(0, [(10, events[0]), (11, events[1])], {}, PartitionMeta(), EngineSettings())
+>>> delta.history["u"], delta.purchases["u"], delta.last_offset
+(['a', 'b'], ['b'], 11)
+>>> round(delta.cooccurrence["a"]["b"], 3)  # purchase weight 5 x distance-1 factor 1.0
+5.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from engine.config import EngineSettings
+from engine.events import Event
+
+# Rebase the popularity epoch once scores would grow past 2**REBASE_AFTER_HALF_LIVES.
+REBASE_AFTER_HALF_LIVES = 60.0
+
+
+@dataclass(slots=True)
+class UserState:
+    """What the delta needs to know about a user before the batch."""
+
+    history: list[str] = field(default_factory=list)  # most recent first
+    seen: set[str] = field(default_factory=set)  # ids of this batch's events already applied
+    session_id: str | None = None
+    session_last_ts: float | None = None
+
+
+@dataclass(slots=True)
+class PartitionMeta:
+    """Per-partition bookkeeping stored next to the watermark."""
+
+    watermark: int = -1  # last applied offset; -1 before the first batch
+    popularity_epoch: float | None = None
+
+
+@dataclass(slots=True)
+class StateDelta:
+    """Everything one batch changes, aggregated per key; applied atomically with the watermark."""
+
+    partition: int
+    expected_watermark: int
+    last_offset: int
+    applied: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    history: dict[str, list[str]] = field(default_factory=dict)  # user -> items, oldest first
+    purchases: dict[str, list[str]] = field(default_factory=dict)
+    seen: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # user -> (event id, ts)
+    sessions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    cooccurrence: dict[str, dict[str, float]] = field(default_factory=dict)
+    popularity: dict[str, float] = field(default_factory=dict)
+    popularity_epoch: float | None = None
+    # Multiplies the stored popularity scores before this batch's increments (epoch rebase).
+    popularity_rescale: float = 1.0
+
+    @property
+    def touched_users(self) -> list[str]:
+        return list(self.history)
+
+
+def _session_for(event: Event, state: UserState, gap_s: float) -> str:
+    if event.session_id is not None:
+        return event.session_id
+    last = state.session_last_ts
+    if state.session_id is None or last is None or event.ts - last > gap_s:
+        return f"{event.user_id}@{int(event.ts)}"
+    return state.session_id
+
+
+def _add(table: dict[str, dict[str, float]], a: str, b: str, weight: float) -> None:
+    row = table.get(a)
+    if row is None:
+        row = table[a] = {}
+    row[b] = row.get(b, 0.0) + weight
+
+
+def compute_delta(
+    partition: int,
+    records: Sequence[tuple[int, Event]],
+    users: Mapping[str, UserState],
+    meta: PartitionMeta,
+    settings: EngineSettings,
+    invalid: int = 0,
+    last_offset: int | None = None,
+) -> StateDelta:
+    """Fold a partition's batch of ``(offset, event)`` records into one delta.
+
+    ``records`` must already exclude offsets at or below the watermark. ``users`` holds the prior
+    state of every user in the batch (missing users start empty); it is not modified.
+    """
+    offsets = [offset for offset, _ in records]
+    final_offset = last_offset if last_offset is not None else (max(offsets) if offsets else meta.watermark)
+    delta = StateDelta(partition, meta.watermark, final_offset, invalid=invalid)
+
+    epoch = meta.popularity_epoch
+    if records:
+        newest = max(event.ts for _, event in records)
+        if epoch is None:
+            epoch = newest
+        elif (newest - epoch) / settings.popularity_half_life_s > REBASE_AFTER_HALF_LIVES:
+            delta.popularity_rescale = 2.0 ** ((epoch - newest) / settings.popularity_half_life_s)
+            epoch = newest
+    delta.popularity_epoch = epoch
+
+    working: dict[str, UserState] = {}
+    window = settings.cooccurrence_window
+    decay = settings.cooccurrence_decay
+    for _, event in records:
+        user = event.user_id
+        state = working.get(user)
+        if state is None:
+            prior = users.get(user) or UserState()
+            state = working[user] = UserState(
+                list(prior.history), set(prior.seen), prior.session_id, prior.session_last_ts
+            )
+        if event.event_id in state.seen:
+            delta.duplicates += 1
+            continue
+        state.seen.add(event.event_id)
+        delta.applied += 1
+        delta.seen.setdefault(user, []).append((event.event_id, event.ts))
+
+        weight = settings.type_weight(event.type)
+        item = event.item_id
+        factor = 1.0
+        for earlier in state.history[:window]:
+            if earlier != item:
+                _add(delta.cooccurrence, earlier, item, weight * factor)
+                _add(delta.cooccurrence, item, earlier, weight * factor)
+            factor *= decay
+        state.history.insert(0, item)
+        del state.history[settings.history_length :]
+        delta.history.setdefault(user, []).append(item)
+        if event.type == "purchase":
+            delta.purchases.setdefault(user, []).append(item)
+
+        assert epoch is not None
+        boost = weight * 2.0 ** ((event.ts - epoch) / settings.popularity_half_life_s)
+        delta.popularity[item] = delta.popularity.get(item, 0.0) + boost
+
+        session = _session_for(event, state, settings.session_gap_s)
+        last_ts = max(event.ts, state.session_last_ts or event.ts) if session == state.session_id else event.ts
+        state.session_id, state.session_last_ts = session, last_ts
+        delta.sessions[user] = (session, last_ts)
+    # A user whose every event was a duplicate is still "touched": the worker republishes their recs.
+    for user in working:
+        delta.history.setdefault(user, [])
+    return delta
+
+
+def decayed(score: float, epoch: float, at: float, half_life_s: float) -> float:
+    """A forward-decayed popularity score expressed at time ``at``."""
+    exponent = (epoch - at) / half_life_s
+    return score * 2.0**exponent if exponent > -1000 else 0.0
+
+
+def merge_weights(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Sum neighbour weights of one item stored in several partitions."""
+    merged: dict[str, float] = {}
+    for row in rows:
+        for key, value in row.items():
+            merged[key] = merged.get(key, 0.0) + value
+    return merged

@@ -1,0 +1,57 @@
+"""Pure scoring: a user's recent items, their neighbours and trending items -> ranked top-K.
+
+>>> from engine.config import EngineSettings
+>>> from engine.state.base import UserProfile
+>>> profile = UserProfile(history=["a"], purchased={"c"})
+>>> neighbours = {"a": {"b": 4.0, "c": 9.0, "d": 2.0}}
+>>> [item for item, _ in score_user(profile, neighbours, [("z", 10.0)], EngineSettings(), k=3)]
+['b', 'd', 'z']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from engine.config import EngineSettings
+from engine.state.base import UserProfile
+
+
+def recent_items(profile: UserProfile, settings: EngineSettings) -> list[str]:
+    """The distinct recent items whose neighbours are candidates, most recent first."""
+    return list(dict.fromkeys(profile.history))[: settings.recent_items]
+
+
+def score_user(
+    profile: UserProfile,
+    neighbours: Mapping[str, Mapping[str, float]],
+    trending: Sequence[tuple[str, float]],
+    settings: EngineSettings,
+    k: int,
+) -> list[tuple[str, float]]:
+    """Blend co-occurrence neighbours of the recent items with trending items; best first.
+
+    Each item's neighbour weights are scaled by that item's strongest weight, so a very popular
+    item does not drown the others; the n-th most recent item counts ``recency_decay**n``.
+    Purchased items are never returned.
+    """
+    scores: dict[str, float] = {}
+    factor = 1.0
+    for item in recent_items(profile, settings):
+        row = neighbours.get(item)
+        if row:
+            top = max(row.values())
+            if top > 0:
+                for other, weight in row.items():
+                    scores[other] = scores.get(other, 0.0) + factor * weight / top
+        factor *= settings.recency_decay
+    if trending:
+        top = trending[0][1] or 1.0
+        # Cold users get trending items alone; warm users get them as a small tie-breaking prior.
+        blend = settings.trending_weight if scores else 1.0
+        for item, value in trending:
+            scores[item] = scores.get(item, 0.0) + blend * value / top
+    banned = set(profile.purchased)
+    if settings.exclude_history:
+        banned.update(profile.history)
+    ranked = sorted(((s, i) for i, s in scores.items() if i not in banned), key=lambda si: (-si[0], si[1]))
+    return [(item, score) for score, item in ranked[:k]]

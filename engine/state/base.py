@@ -1,0 +1,83 @@
+"""The state-store protocol that the Redis backend and the in-memory backend both implement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.logic import PartitionMeta, StateDelta, UserState
+
+
+@dataclass(slots=True)
+class UserProfile:
+    """What scoring needs to know about a user."""
+
+    history: list[str] = field(default_factory=list)  # most recent first
+    purchased: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class PartitionSnapshot:
+    """The whole state of one partition, for ``streamrec verify`` and tests."""
+
+    watermark: int = -1
+    applied: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    popularity_epoch: float | None = None
+    history: dict[str, list[str]] = field(default_factory=dict)
+    purchases: dict[str, set[str]] = field(default_factory=dict)
+    seen: dict[str, dict[str, float]] = field(default_factory=dict)  # user -> event id -> ts
+    sessions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    cooccurrence: dict[str, dict[str, float]] = field(default_factory=dict)
+    popularity: dict[str, float] = field(default_factory=dict)
+
+
+class StateStore(Protocol):
+    """Per-partition state: everything one partition's batch writes shares that partition's slot.
+
+    Item state (co-occurrence, popularity) is kept per partition so that a batch's atomic write
+    never spans partitions; readers merge the partitions.
+    """
+
+    partitions: int
+
+    def load(self, partition: int, wanted: Mapping[str, Iterable[str]]) -> tuple[PartitionMeta, dict[str, UserState]]:
+        """Partition meta and the prior state of ``wanted`` users (user -> ids of events to check)."""
+        ...
+
+    def apply(self, delta: StateDelta) -> None:
+        """Apply atomically, with the watermark; raise WatermarkConflict if it moved meanwhile."""
+        ...
+
+    def watermarks(self) -> dict[int, int]: ...
+
+    def profiles(self, partition: int, users: Iterable[str]) -> dict[str, UserProfile]: ...
+
+    def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
+        """The strongest ``n`` neighbours of each item, merged over partitions."""
+        ...
+
+    def trending(self, n: int) -> list[tuple[str, float]]:
+        """The ``n`` most popular items now (decayed), best first."""
+        ...
+
+    def locate_user(self, user: str) -> int | None:
+        """The partition holding a user's state, or None for an unknown user."""
+        ...
+
+    def recs_digests(self, partition: int, users: Iterable[str]) -> dict[str, str | None]: ...
+
+    def set_recs_digests(self, partition: int, digests: Mapping[str, str]) -> None: ...
+
+    def snapshot(self, partition: int) -> PartitionSnapshot: ...
+
+
+def keep_strongest(weights: dict[str, float], keep: int) -> None:
+    """Drop all but the ``keep`` largest entries, ties broken as a Redis sorted set orders them."""
+    if len(weights) <= keep:
+        return
+    ranked = sorted(weights.items(), key=lambda kv: (kv[1], kv[0].encode()))
+    for key, _ in ranked[: len(ranked) - keep]:
+        del weights[key]

@@ -1,0 +1,122 @@
+"""In-memory state store: the same semantics as Redis, for unit tests, evaluation and verify."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from engine.config import EngineSettings
+from engine.errors import WatermarkConflict
+from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
+from engine.state.base import PartitionSnapshot, UserProfile, keep_strongest
+
+
+class MemoryStore:
+    """A :class:`~engine.state.base.StateStore` held in dicts.
+
+    ``trim=False`` keeps every co-occurrence pair: the exact oracle that ``verify`` compares with.
+    """
+
+    def __init__(self, partitions: int, settings: EngineSettings | None = None, trim: bool = True) -> None:
+        self.partitions = partitions
+        self.settings = settings or EngineSettings()
+        self.trim = trim
+        self._parts = [PartitionSnapshot() for _ in range(partitions)]
+        self._digests: list[dict[str, str]] = [{} for _ in range(partitions)]
+
+    def load(self, partition: int, wanted: Mapping[str, Iterable[str]]) -> tuple[PartitionMeta, dict[str, UserState]]:
+        part = self._parts[partition]
+        users: dict[str, UserState] = {}
+        for user, event_ids in wanted.items():
+            session = part.sessions.get(user)
+            seen = part.seen.get(user, {})
+            users[user] = UserState(
+                list(part.history.get(user, [])),
+                {eid for eid in event_ids if eid in seen},
+                session[0] if session else None,
+                session[1] if session else None,
+            )
+        return PartitionMeta(part.watermark, part.popularity_epoch), users
+
+    def apply(self, delta: StateDelta) -> None:
+        part = self._parts[delta.partition]
+        if part.watermark != delta.expected_watermark:
+            raise WatermarkConflict(
+                f"partition {delta.partition}: watermark is {part.watermark}, expected {delta.expected_watermark}"
+            )
+        s = self.settings
+        part.watermark = delta.last_offset
+        part.applied += delta.applied
+        part.duplicates += delta.duplicates
+        part.invalid += delta.invalid
+        for user, items in delta.history.items():
+            if items:
+                history = part.history.setdefault(user, [])
+                history[:0] = reversed(items)
+                del history[s.history_length :]
+        for user, items in delta.purchases.items():
+            part.purchases.setdefault(user, set()).update(items)
+        for user, pairs in delta.seen.items():
+            seen = part.seen.setdefault(user, {})
+            seen.update(pairs)
+            keep_strongest(seen, s.dedup_window)
+        part.sessions.update(delta.sessions)
+        for item, row in delta.cooccurrence.items():
+            weights = part.cooccurrence.setdefault(item, {})
+            for other, w in row.items():
+                weights[other] = weights.get(other, 0.0) + w
+            if self.trim and len(weights) > 2 * s.max_neighbours:
+                keep_strongest(weights, s.max_neighbours)
+        if delta.popularity_rescale != 1.0:
+            for item in part.popularity:
+                part.popularity[item] *= delta.popularity_rescale
+        for item, w in delta.popularity.items():
+            part.popularity[item] = part.popularity.get(item, 0.0) + w
+        if delta.popularity_epoch is not None:
+            part.popularity_epoch = delta.popularity_epoch
+
+    def watermarks(self) -> dict[int, int]:
+        return {p: part.watermark for p, part in enumerate(self._parts)}
+
+    def profiles(self, partition: int, users: Iterable[str]) -> dict[str, UserProfile]:
+        part = self._parts[partition]
+        return {
+            u: UserProfile(list(part.history.get(u, [])), set(part.purchases.get(u, set()))) for u in users
+        }
+
+    def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for item in items:
+            merged = merge_weights(part.cooccurrence.get(item, {}) for part in self._parts)
+            keep_strongest(merged, n)
+            out[item] = merged
+        return out
+
+    def trending(self, n: int) -> list[tuple[str, float]]:
+        epochs = [p.popularity_epoch for p in self._parts if p.popularity_epoch is not None]
+        if not epochs:
+            return []
+        now = max(epochs)
+        totals: dict[str, float] = {}
+        for part in self._parts:
+            if part.popularity_epoch is None:
+                continue
+            for item, score in part.popularity.items():
+                value = decayed(score, part.popularity_epoch, now, self.settings.popularity_half_life_s)
+                totals[item] = totals.get(item, 0.0) + value
+        return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def locate_user(self, user: str) -> int | None:
+        for p, part in enumerate(self._parts):
+            if user in part.history:
+                return p
+        return None
+
+    def recs_digests(self, partition: int, users: Iterable[str]) -> dict[str, str | None]:
+        digests = self._digests[partition]
+        return {u: digests.get(u) for u in users}
+
+    def set_recs_digests(self, partition: int, digests: Mapping[str, str]) -> None:
+        self._digests[partition].update(digests)
+
+    def snapshot(self, partition: int) -> PartitionSnapshot:
+        return self._parts[partition]

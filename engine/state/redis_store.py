@@ -1,0 +1,329 @@
+"""Redis state store: one Lua script per batch writes the delta and the watermark atomically.
+
+Key layout (``<prefix>`` defaults to ``sr``); the ``{p}`` hash tag puts every key a partition's batch
+touches into one Redis Cluster slot, so the atomic write never spans slots::
+
+    <prefix>:{p}:meta          hash: watermark, applied, duplicates, invalid, popularity_epoch
+    <prefix>:{p}:h:<user>      list: recent items, most recent first (trimmed)
+    <prefix>:{p}:b:<user>      set: purchased items
+    <prefix>:{p}:seen:<user>   zset: recent event ids by timestamp (dedup window, trimmed)
+    <prefix>:{p}:s:<user>      hash: current session id and last timestamp
+    <prefix>:{p}:rd:<user>     string: digest of the last published recommendations
+    <prefix>:{p}:co:<item>     zset: neighbour -> co-occurrence weight (trimmed)
+    <prefix>:{p}:pop           zset: item -> forward-decayed popularity
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.config import EngineSettings
+from engine.errors import StateStoreError, WatermarkConflict
+from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
+from engine.state.base import PartitionSnapshot, UserProfile, keep_strongest
+
+T = TypeVar("T")
+
+
+class RedisSettings(BaseSettings):
+    """Environment: ``STREAMREC_REDIS_<FIELD>`` (e.g. ``STREAMREC_REDIS_URL=rediss://host:6380/0``)."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_REDIS_", extra="ignore")
+
+    url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description="redis:// or rediss:// (TLS)")
+    username: str | None = Field(None, description="ACL user (AUTH); may also be in the URL")
+    password: SecretStr | None = Field(None, description="AUTH password; may also be in the URL")
+    ssl_ca_certs: str | None = Field(None, description="CA bundle for rediss:// URLs")
+    key_prefix: str = Field("sr", description="prefix of every key streamrec writes")
+    socket_timeout_s: float = Field(10.0, gt=0)
+    retry_attempts: int = Field(30, ge=0, description="retries of a failed call before giving up")
+    retry_backoff_s: float = Field(0.2, gt=0, description="first retry delay (doubles, capped at 2 s)")
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    kwargs: dict[str, Any] = {"socket_timeout": settings.socket_timeout_s, "socket_connect_timeout": 5.0}
+    if settings.username:
+        kwargs["username"] = settings.username
+    if settings.password is not None:
+        kwargs["password"] = settings.password.get_secret_value()
+    if settings.ssl_ca_certs:
+        kwargs["ssl_ca_certs"] = settings.ssl_ca_certs
+    return redis.Redis.from_url(settings.url.get_secret_value(), **kwargs)
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStore:
+    """The production :class:`~engine.state.base.StateStore`."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        partitions: int,
+        engine: EngineSettings | None = None,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings
+        self.partitions = partitions
+        self.engine = engine or EngineSettings()
+        self.client = client or connect(settings)
+        source = resources.files("engine.state").joinpath("apply_batch.lua").read_text()
+        self._apply_script = self.client.register_script(source)
+
+    def __repr__(self) -> str:
+        return f"RedisStore(partitions={self.partitions}, prefix={self.settings.key_prefix!r})"
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _base(self, partition: int) -> str:
+        return f"{self.settings.key_prefix}:{{{partition}}}:"
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        """Run a Redis call, retrying connection failures with capped backoff (Redis restarts, blips)."""
+        delay = self.settings.retry_backoff_s
+        for attempt in range(self.settings.retry_attempts + 1):
+            try:
+                return fn()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == self.settings.retry_attempts:
+                    raise StateStoreError(f"Redis {what} failed after {attempt + 1} attempts: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except redis.RedisError as exc:
+                raise StateStoreError(f"Redis {what} failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def ping(self) -> bool:
+        return bool(self._call(self.client.ping, "ping"))
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def load(self, partition: int, wanted: Mapping[str, Iterable[str]]) -> tuple[PartitionMeta, dict[str, UserState]]:
+        base = self._base(partition)
+        users = list(wanted)
+        ids = [list(wanted[u]) for u in users]
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(base + "meta", "watermark", "popularity_epoch")
+            for user, event_ids in zip(users, ids, strict=True):
+                pipe.lrange(base + "h:" + user, 0, -1)
+                pipe.hmget(base + "s:" + user, "id", "ts")
+                if event_ids:
+                    pipe.zmscore(base + "seen:" + user, event_ids)
+            return pipe.execute()
+
+        replies = self._call(run, "load")
+        watermark, epoch = replies[0]
+        meta = PartitionMeta(int(watermark) if watermark is not None else -1, float(epoch) if epoch else None)
+        out: dict[str, UserState] = {}
+        pos = 1
+        for user, event_ids in zip(users, ids, strict=True):
+            history = [_text(x) for x in replies[pos]]
+            session_id, session_ts = replies[pos + 1]
+            pos += 2
+            seen: set[str] = set()
+            if event_ids:
+                seen = {eid for eid, score in zip(event_ids, replies[pos], strict=True) if score is not None}
+                pos += 1
+            out[user] = UserState(
+                history,
+                seen,
+                _text(session_id) if session_id is not None else None,
+                float(session_ts) if session_ts is not None else None,
+            )
+        return meta, out
+
+    def _encode(self, delta: StateDelta) -> list[str]:
+        e = self.engine
+        args = [
+            self._base(delta.partition),
+            str(delta.expected_watermark),
+            str(delta.last_offset),
+            str(delta.applied),
+            str(delta.duplicates),
+            str(delta.invalid),
+            str(e.history_length),
+            str(e.max_neighbours),
+            str(e.dedup_window),
+            _num(delta.popularity_epoch) if delta.popularity_epoch is not None else "",
+            "1" if delta.popularity_rescale == 1.0 else _num(delta.popularity_rescale),
+        ]
+        for user, items in delta.history.items():
+            if items:
+                args += ["H", user, str(len(items)), *items]
+        for user, items in delta.purchases.items():
+            args += ["B", user, str(len(items)), *items]
+        for user, pairs in delta.seen.items():
+            args += ["S", user, str(len(pairs))]
+            for eid, ts in pairs:
+                args += [eid, _num(ts)]
+        for user, (session_id, last_ts) in delta.sessions.items():
+            args += ["X", user, session_id, _num(last_ts)]
+        for item, row in delta.cooccurrence.items():
+            args += ["C", item, str(len(row))]
+            for other, weight in row.items():
+                args += [other, _num(weight)]
+        if delta.popularity:
+            args += ["P", str(len(delta.popularity))]
+            for item, weight in delta.popularity.items():
+                args += [item, _num(weight)]
+        return args
+
+    def apply(self, delta: StateDelta) -> None:
+        args = self._encode(delta)
+        meta_key = self._base(delta.partition) + "meta"
+        result = self._call(lambda: self._apply_script(keys=[meta_key], args=args), "batch write")
+        if result != 1:
+            raise WatermarkConflict(
+                f"partition {delta.partition}: watermark is {_text(result[1])}, expected {delta.expected_watermark}"
+            )
+
+    def set_recs_digests(self, partition: int, digests: Mapping[str, str]) -> None:
+        if not digests:
+            return
+        base = self._base(partition)
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for user, digest in digests.items():
+                pipe.set(base + "rd:" + user, digest)
+            pipe.execute()
+
+        self._call(run, "digest write")
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def watermarks(self) -> dict[int, int]:
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for p in range(self.partitions):
+                pipe.hget(self._base(p) + "meta", "watermark")
+            return pipe.execute()
+
+        return {p: int(v) if v is not None else -1 for p, v in enumerate(self._call(run, "watermarks"))}
+
+    def profiles(self, partition: int, users: Iterable[str]) -> dict[str, UserProfile]:
+        base = self._base(partition)
+        users = list(users)
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for user in users:
+                pipe.lrange(base + "h:" + user, 0, -1)
+                pipe.smembers(base + "b:" + user)
+            return pipe.execute()
+
+        replies = self._call(run, "profiles")
+        return {
+            user: UserProfile([_text(x) for x in replies[2 * i]], {_text(x) for x in replies[2 * i + 1]})
+            for i, user in enumerate(users)
+        }
+
+    def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
+        items = list(dict.fromkeys(items))
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for item in items:
+                for p in range(self.partitions):
+                    pipe.zrevrange(self._base(p) + "co:" + item, 0, n - 1, withscores=True)
+            return pipe.execute()
+
+        replies = self._call(run, "neighbours")
+        out: dict[str, dict[str, float]] = {}
+        per = self.partitions
+        for i, item in enumerate(items):
+            rows = ({_text(k): float(v) for k, v in replies[i * per + p]} for p in range(per))
+            merged = merge_weights(rows)
+            keep_strongest(merged, n)
+            out[item] = merged
+        return out
+
+    def trending(self, n: int) -> list[tuple[str, float]]:
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for p in range(self.partitions):
+                pipe.hget(self._base(p) + "meta", "popularity_epoch")
+                pipe.zrevrange(self._base(p) + "pop", 0, n - 1, withscores=True)
+            return pipe.execute()
+
+        replies = self._call(run, "trending")
+        epochs = [float(replies[2 * p]) if replies[2 * p] else None for p in range(self.partitions)]
+        known = [e for e in epochs if e is not None]
+        if not known:
+            return []
+        now = max(known)
+        totals: dict[str, float] = {}
+        for p, epoch in enumerate(epochs):
+            if epoch is None:
+                continue
+            for item, score in replies[2 * p + 1]:
+                key = _text(item)
+                value = decayed(float(score), epoch, now, self.engine.popularity_half_life_s)
+                totals[key] = totals.get(key, 0.0) + value
+        return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def locate_user(self, user: str) -> int | None:
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for p in range(self.partitions):
+                pipe.exists(self._base(p) + "h:" + user)
+            return pipe.execute()
+
+        for p, exists in enumerate(self._call(run, "locate")):
+            if exists:
+                return p
+        return None
+
+    def recs_digests(self, partition: int, users: Iterable[str]) -> dict[str, str | None]:
+        users = list(users)
+        if not users:
+            return {}
+        base = self._base(partition)
+        values = self._call(lambda: self.client.mget([base + "rd:" + u for u in users]), "digest read")
+        return {u: _text(v) if v is not None else None for u, v in zip(users, values, strict=True)}
+
+    def snapshot(self, partition: int) -> PartitionSnapshot:
+        """Read a whole partition with SCAN; for verify and tests, not for the hot path."""
+        base = self._base(partition)
+        snap = PartitionSnapshot()
+        meta = {_text(k): _text(v) for k, v in self._call(lambda: self.client.hgetall(base + "meta"), "meta").items()}
+        snap.watermark = int(meta.get("watermark", -1))
+        snap.applied = int(meta.get("applied", 0))
+        snap.duplicates = int(meta.get("duplicates", 0))
+        snap.invalid = int(meta.get("invalid", 0))
+        snap.popularity_epoch = float(meta["popularity_epoch"]) if meta.get("popularity_epoch") else None
+        keys = [_text(k) for k in self._call(lambda: list(self.client.scan_iter(match=base + "*", count=1000)), "scan")]
+        for key in keys:
+            kind, _, name = key[len(base) :].partition(":")
+            if kind == "h":
+                snap.history[name] = [_text(x) for x in self.client.lrange(key, 0, -1)]
+            elif kind == "b":
+                snap.purchases[name] = {_text(x) for x in self.client.smembers(key)}
+            elif kind == "seen":
+                snap.seen[name] = {_text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)}
+            elif kind == "s":
+                raw = self.client.hgetall(key)
+                snap.sessions[name] = (_text(raw[b"id"]), float(raw[b"ts"]))
+            elif kind == "co":
+                snap.cooccurrence[name] = {_text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)}
+            elif kind == "pop":
+                snap.popularity = {_text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)}
+        return snap
+
+    def close(self) -> None:
+        self.client.close()

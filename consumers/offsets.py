@@ -35,7 +35,9 @@ def end_offsets(settings: KafkaSettings, topic: str, timeout_s: float = 10.0) ->
         partitions = _partitions(probe, topic, timeout_s)
         reported: dict[int, tuple[int, int]] = {}
         for p in partitions:
-            reported[p] = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
+            reported[p] = probe.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=timeout_s, cached=False
+            )
         nonempty = [p for p, (low, high) in reported.items() if high > low]
         ends = {p: reported[p][1] for p in partitions}
         if not nonempty:
@@ -62,7 +64,9 @@ def group_lag(settings: KafkaSettings, topic: str | None = None, timeout_s: floa
     """Records of the topic not yet committed by the settings' consumer group, per partition."""
     topic = topic or settings.events_topic
     ends = end_offsets(settings, topic, timeout_s)
-    consumer = Consumer(client_config(settings) | {"group.id": settings.group_id, "enable.auto.commit": False})
+    consumer = Consumer(
+        client_config(settings) | {"group.id": settings.group_id, "enable.auto.commit": False}
+    )
     try:
         committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=timeout_s)
         lag: dict[int, int] = {}

@@ -41,7 +41,9 @@ def read_topic(
         pending = dict(last)
         while pending:
             if time.monotonic() > deadline:
-                raise BrokerError(f"timed out reading {topic!r}; still waiting for partitions {sorted(pending)}")
+                raise BrokerError(
+                    f"timed out reading {topic!r}; still waiting for partitions {sorted(pending)}"
+                )
             for msg in consumer.consume(10_000, 1.0):
                 if msg.error() is not None:
                     continue

@@ -83,7 +83,9 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.processor = BatchProcessor(store, engine)
         self.recommender = Recommender(store, engine)
-        self.versions = dict(versions or {"model_version": self.settings.model_version, "index_version": None})
+        self.versions = dict(
+            versions or {"model_version": self.settings.model_version, "index_version": None}
+        )
         self.stats = WorkerStats()
         self.stop_event = threading.Event()
         self._consumer: Consumer | None = None

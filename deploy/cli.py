@@ -80,8 +80,12 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def replay(
     path: Annotated[Path, typer.Argument(help="event log file")],
-    fmt: Annotated[str, typer.Option("--format", help="events|yoochoose|movielens|taobao|retailrocket")] = "events",
-    rate: Annotated[float | None, typer.Option(help="events per second (default: as fast as possible)")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="events|yoochoose|movielens|taobao|retailrocket")
+    ] = "events",
+    rate: Annotated[
+        float | None, typer.Option(help="events per second (default: as fast as possible)")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="replay only the first N events (by time)")] = None,
 ) -> None:
     """Produce an event log to the events topic in timestamp order, keyed by user."""
@@ -95,20 +99,28 @@ def replay(
         task = bar.add_task("replay", total=len(events))
         count = replay_events(events, settings.kafka, rate=rate, progress=lambda n: bar.advance(task, n))
     elapsed = time.monotonic() - started
-    out.print(f"replayed {count:,} events to {settings.kafka.events_topic!r} in {elapsed:.1f} s "
-              f"({count / max(elapsed, 1e-9):,.0f} events/s)")
+    out.print(
+        f"replayed {count:,} events to {settings.kafka.events_topic!r} in {elapsed:.1f} s "
+        f"({count / max(elapsed, 1e-9):,.0f} events/s)"
+    )
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
 
 
 @app.command()
 def run(
     workers: Annotated[int, typer.Option(help="worker processes in the consumer group")] = 1,
-    until_idle: Annotated[bool, typer.Option("--until-idle", help="exit once the group's lag is zero")] = False,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="exit once the group's lag is zero")
+    ] = False,
     max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
 ) -> None:
     """Run the engine workers: consume events, update Redis, publish recommendations."""
@@ -123,8 +135,20 @@ def run(
     consumed = sum(s["consumed"] for s in stats)
     table = Table("worker", "consumed", "applied", "duplicates", "skipped", "dead-lettered", "recs published")
     for i, s in enumerate(stats):
-        table.add_row(str(i), *(f"{s[k]:,}" for k in
-                      ("consumed", "applied", "duplicates", "already_applied", "dead_lettered", "recs_published")))
+        table.add_row(
+            str(i),
+            *(
+                f"{s[k]:,}"
+                for k in (
+                    "consumed",
+                    "applied",
+                    "duplicates",
+                    "already_applied",
+                    "dead_lettered",
+                    "recs_published",
+                )
+            ),
+        )
     out.print(table)
     out.print(f"{consumed:,} records in {elapsed:.1f} s ({consumed / max(elapsed, 1e-9):,.0f} records/s)")
 
@@ -143,8 +167,13 @@ def recommend(
     store = make_store(settings)
     profile, ranked = Recommender(store, settings.engine).for_user(user, k)
     if json_out:
-        payload = {"user_id": user, "items": [i for i, _ in ranked], "scores": [s for _, s in ranked],
-                   "history": profile.history, "purchased": sorted(profile.purchased)}
+        payload = {
+            "user_id": user,
+            "items": [i for i, _ in ranked],
+            "scores": [s for _, s in ranked],
+            "history": profile.history,
+            "purchased": sorted(profile.purchased),
+        }
         out.print_json(orjson.dumps(payload).decode())
         return
     out.print(f"user {user}: {len(profile.history)} recent items, {len(profile.purchased)} purchased")
@@ -175,10 +204,14 @@ def verify(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
         "mismatch_count": len(mismatches),
     }
     if json_out:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n"
+        )
     else:
         for m in mismatches[:50]:
-            out.print(f"partition {m.partition} {m.what} {m.key}: expected {m.expected!r}, found {m.actual!r}")
+            out.print(
+                f"partition {m.partition} {m.what} {m.key}: expected {m.expected!r}, found {m.actual!r}"
+            )
         verdict = "[green]ok[/green]" if not mismatches else f"[red]{len(mismatches)} mismatches[/red]"
         out.print(f"verify: {verdict} ({checked:,} records up to watermarks {watermarks})")
     if mismatches:
@@ -187,7 +220,9 @@ def verify(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command()
 def demo(
-    data: Annotated[Path | None, typer.Option(help="ML-100k .inter file (default: ../shared/data or download)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="ML-100k .inter file (default: ../shared/data or download)")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
 ) -> None:
     """The whole story on a real dataset: up, replay, run until idle, show recommendations."""

@@ -34,7 +34,9 @@ def _download_ml100k(console: Console) -> Path | None:
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, RECBOLE_WHEEL],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         wheels = list(Path(tmp).glob("recbole-*.whl"))
         if done.returncode != 0 or not wheels:
@@ -47,15 +49,19 @@ def _download_ml100k(console: Console) -> Path | None:
     return target / "ml-100k.inter"
 
 
-def _dataset(console: Console, data: Path | None, limit: int | None) -> tuple[list[Event], dict[str, str], str]:
+def _dataset(
+    console: Console, data: Path | None, limit: int | None
+) -> tuple[list[Event], dict[str, str], str]:
     from engine.loaders import load_events
 
     path = data or next((p for p in _candidates() if p.is_file()), None) or _download_ml100k(console)
     if path is None:
         from engine.generator import generate_events
 
-        console.print("[yellow]No network and no local ML-100k: using the synthetic e-commerce generator "
-                      "(100,000 events) instead of real data.[/yellow]")
+        console.print(
+            "[yellow]No network and no local ML-100k: using the synthetic e-commerce generator "
+            "(100,000 events) instead of real data.[/yellow]"
+        )
         return generate_events(limit or 100_000), {}, "synthetic generator"
     titles: dict[str, str] = {}
     item_file = path.with_suffix(".item")
@@ -120,6 +126,10 @@ def run_demo(out: Console, console: Console, data: Path | None, limit: int | Non
     out.rule("5. verify: state rebuilt from the topic == state in Redis")
     records = read_topic(settings.kafka, settings.kafka.events_topic, upto=store.watermarks())
     _, mismatches = verify_store(records, store, settings.engine)
-    out.print("verify: [green]ok[/green]" if not mismatches else f"verify: [red]{len(mismatches)} mismatches[/red]")
-    out.print("\nThe stack is still up: try `streamrec recommend USER`, `streamrec status`; "
-              "stop it with `streamrec down`.")
+    out.print(
+        "verify: [green]ok[/green]" if not mismatches else f"verify: [red]{len(mismatches)} mismatches[/red]"
+    )
+    out.print(
+        "\nThe stack is still up: try `streamrec recommend USER`, `streamrec status`; "
+        "stop it with `streamrec down`."
+    )

@@ -38,13 +38,17 @@ def run_worker(settings: Settings, until_idle: bool, max_seconds: float | None =
         store.close()
 
 
-def _child(settings: Settings, until_idle: bool, max_seconds: float | None, results: multiprocessing.Queue) -> None:
+def _child(
+    settings: Settings, until_idle: bool, max_seconds: float | None, results: multiprocessing.Queue
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(message)s")
     stats = run_worker(settings, until_idle, max_seconds)
     results.put(asdict(stats))
 
 
-def run_workers(settings: Settings, workers: int, until_idle: bool, max_seconds: float | None = None) -> list[dict]:
+def run_workers(
+    settings: Settings, workers: int, until_idle: bool, max_seconds: float | None = None
+) -> list[dict]:
     """Start ``workers`` processes and wait for them; SIGTERM/SIGINT are passed on to each."""
     if workers == 1:
         return [asdict(run_worker(settings, until_idle, max_seconds))]

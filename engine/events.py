@@ -118,7 +118,9 @@ def validate_event(raw: Any) -> Event:
     if event_type is None:
         raise InvalidEvent("missing field 'type'")
     if event_type not in _EVENT_TYPE_SET:
-        raise InvalidEvent(f"unknown event type {str(event_type)[:40]!r}; expected one of {', '.join(EVENT_TYPES)}")
+        raise InvalidEvent(
+            f"unknown event type {str(event_type)[:40]!r}; expected one of {', '.join(EVENT_TYPES)}"
+        )
     price = _number(raw, "price", False)
     if price is not None and price < 0:
         raise InvalidEvent("field 'price' must not be negative")

@@ -150,7 +150,9 @@ def compute_delta(
         delta.popularity[item] = delta.popularity.get(item, 0.0) + boost
 
         session = _session_for(event, state, settings.session_gap_s)
-        last_ts = max(event.ts, state.session_last_ts or event.ts) if session == state.session_id else event.ts
+        last_ts = (
+            max(event.ts, state.session_last_ts or event.ts) if session == state.session_id else event.ts
+        )
         state.session_id, state.session_last_ts = session, last_ts
         delta.sessions[user] = (session, last_ts)
     # A user whose every event was a duplicate is still "touched": the worker republishes their recs.

@@ -35,7 +35,10 @@ def _plain(value: object) -> object:
 
 
 def rebuild(
-    records: Mapping[int, Sequence[RawRecord]], partitions: int, settings: EngineSettings, batch_size: int = 5000
+    records: Mapping[int, Sequence[RawRecord]],
+    partitions: int,
+    settings: EngineSettings,
+    batch_size: int = 5000,
 ) -> MemoryStore:
     """Run every record through the same batch logic as the workers, without trimming neighbours."""
     oracle = MemoryStore(partitions, settings, trim=False)
@@ -120,7 +123,9 @@ def _compare_cooccurrence(
             if len(act_row) > bound:
                 bad.append("<size>")
         for key in bad[:3]:
-            out.append(Mismatch(partition, "cooccurrence", f"{item}->{key}", exp_row.get(key), act_row.get(key)))
+            out.append(
+                Mismatch(partition, "cooccurrence", f"{item}->{key}", exp_row.get(key), act_row.get(key))
+            )
     return out
 
 
@@ -131,5 +136,7 @@ def verify_store(
     oracle = rebuild(records, store.partitions, settings)
     mismatches: list[Mismatch] = []
     for partition in range(store.partitions):
-        mismatches += compare_partition(partition, oracle.snapshot(partition), store.snapshot(partition), settings)
+        mismatches += compare_partition(
+            partition, oracle.snapshot(partition), store.snapshot(partition), settings
+        )
     return oracle, mismatches

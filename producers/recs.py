@@ -92,7 +92,9 @@ class RecsPublisher:
     def _produce(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
         while True:
             try:
-                self.producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=self._on_delivery)
+                self.producer.produce(
+                    self.topic, key=key, value=value, headers=headers, on_delivery=self._on_delivery
+                )
                 return
             except BufferError:
                 # Local queue full: let librdkafka deliver some, then try again (backpressure).

@@ -43,7 +43,9 @@ class StateStore(Protocol):
 
     partitions: int
 
-    def load(self, partition: int, wanted: Mapping[str, Iterable[str]]) -> tuple[PartitionMeta, dict[str, UserState]]:
+    def load(
+        self, partition: int, wanted: Mapping[str, Iterable[str]]
+    ) -> tuple[PartitionMeta, dict[str, UserState]]:
         """Partition meta and the prior state of ``wanted`` users (user -> ids of events to check)."""
         ...
 

@@ -23,7 +23,9 @@ class MemoryStore:
         self._parts = [PartitionSnapshot() for _ in range(partitions)]
         self._digests: list[dict[str, str]] = [{} for _ in range(partitions)]
 
-    def load(self, partition: int, wanted: Mapping[str, Iterable[str]]) -> tuple[PartitionMeta, dict[str, UserState]]:
+    def load(
+        self, partition: int, wanted: Mapping[str, Iterable[str]]
+    ) -> tuple[PartitionMeta, dict[str, UserState]]:
         part = self._parts[partition]
         users: dict[str, UserState] = {}
         for user, event_ids in wanted.items():

@@ -111,7 +111,9 @@ class RedisStore:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def load(self, partition: int, wanted: Mapping[str, Iterable[str]]) -> tuple[PartitionMeta, dict[str, UserState]]:
+    def load(
+        self, partition: int, wanted: Mapping[str, Iterable[str]]
+    ) -> tuple[PartitionMeta, dict[str, UserState]]:
         base = self._base(partition)
         users = list(wanted)
         ids = [list(wanted[u]) for u in users]
@@ -301,13 +303,19 @@ class RedisStore:
         """Read a whole partition with SCAN; for verify and tests, not for the hot path."""
         base = self._base(partition)
         snap = PartitionSnapshot()
-        meta = {_text(k): _text(v) for k, v in self._call(lambda: self.client.hgetall(base + "meta"), "meta").items()}
+        meta = {
+            _text(k): _text(v)
+            for k, v in self._call(lambda: self.client.hgetall(base + "meta"), "meta").items()
+        }
         snap.watermark = int(meta.get("watermark", -1))
         snap.applied = int(meta.get("applied", 0))
         snap.duplicates = int(meta.get("duplicates", 0))
         snap.invalid = int(meta.get("invalid", 0))
         snap.popularity_epoch = float(meta["popularity_epoch"]) if meta.get("popularity_epoch") else None
-        keys = [_text(k) for k in self._call(lambda: list(self.client.scan_iter(match=base + "*", count=1000)), "scan")]
+        keys = [
+            _text(k)
+            for k in self._call(lambda: list(self.client.scan_iter(match=base + "*", count=1000)), "scan")
+        ]
         for key in keys:
             kind, _, name = key[len(base) :].partition(":")
             if kind == "h":
@@ -315,14 +323,20 @@ class RedisStore:
             elif kind == "b":
                 snap.purchases[name] = {_text(x) for x in self.client.smembers(key)}
             elif kind == "seen":
-                snap.seen[name] = {_text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)}
+                snap.seen[name] = {
+                    _text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
+                }
             elif kind == "s":
                 raw = self.client.hgetall(key)
                 snap.sessions[name] = (_text(raw[b"id"]), float(raw[b"ts"]))
             elif kind == "co":
-                snap.cooccurrence[name] = {_text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)}
+                snap.cooccurrence[name] = {
+                    _text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
+                }
             elif kind == "pop":
-                snap.popularity = {_text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)}
+                snap.popularity = {
+                    _text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
+                }
         return snap
 
     def close(self) -> None:

@@ -32,7 +32,9 @@ MALFORMED = [
     b'{"event_id": "m2", "ts": 1511544070, "user_id": "1", "item_id": "9", "type": "teleport"}',
     b'{"event_id": "m3", "ts": "yesterday", "user_id": "1", "item_id": "9", "type": "view"}',
     b"[1, 2, 3]",
-    b'{"event_id": "m4", "ts": 1511544070, "user_id": "1", "item_id": "' + b"x" * 70_000 + b'", "type": "view"}',
+    b'{"event_id": "m4", "ts": 1511544070, "user_id": "1", "item_id": "'
+    + b"x" * 70_000
+    + b'", "type": "view"}',
     b"\xff\xfe\x00garbage",
 ]
 
@@ -74,7 +76,11 @@ def test_taobao_replay_end_to_end(kafka_settings: KafkaSettings, redis_url: str)
         assert by_coords[(int(headers["source_partition"]), int(headers["source_offset"]))] == value
 
     # Every user with events got a recs record; no list ever holds an item bought before it.
-    recs = [orjson.loads(r.value) for rows in read_topic(kafka_settings, kafka_settings.recs_topic).values() for r in rows]
+    recs = [
+        orjson.loads(r.value)
+        for rows in read_topic(kafka_settings, kafka_settings.recs_topic).values()
+        for r in rows
+    ]
     assert {e.user_id for e in events} <= {r["user_id"] for r in recs}
     bought_at: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
     for partition, rows in source.items():
@@ -88,14 +94,18 @@ def test_taobao_replay_end_to_end(kafka_settings: KafkaSettings, redis_url: str)
     checked = 0
     for rec in recs:
         src = rec["source"]
-        bought = {item for offset, item in bought_at[(rec["user_id"], src["partition"])] if offset <= src["offset"]}
+        bought = {
+            item for offset, item in bought_at[(rec["user_id"], src["partition"])] if offset <= src["offset"]
+        }
         assert not bought & set(rec["items"]), rec["user_id"]
         assert len(rec["items"]) == len(rec["scores"]) > 0
         checked += bool(bought)
     assert checked > 0, "the sample has purchases, so some lists must have been filtered"
 
     # The oracle agrees with Redis.
-    _, mismatches = verify_store(read_topic(kafka_settings, kafka_settings.events_topic, store.watermarks()), store, engine)
+    _, mismatches = verify_store(
+        read_topic(kafka_settings, kafka_settings.events_topic, store.watermarks()), store, engine
+    )
     assert mismatches == []
 
     # Replaying the same file again changes nothing: every event is recognised by its id.
@@ -110,7 +120,9 @@ def test_taobao_replay_end_to_end(kafka_settings: KafkaSettings, redis_url: str)
     for p in range(store.partitions):
         after = store.snapshot(p)
         assert after.duplicates - before[p].duplicates == sum(
-            1 for r in read_topic(kafka_settings, kafka_settings.events_topic)[p] if r.offset > before[p].watermark
+            1
+            for r in read_topic(kafka_settings, kafka_settings.events_topic)[p]
+            if r.offset > before[p].watermark
         )
         after.duplicates, after.watermark = before[p].duplicates, before[p].watermark
         assert compare_partition(p, before[p], after, engine) == []

@@ -32,7 +32,9 @@ def _env(kafka: KafkaSettings, redis_url: str) -> dict[str, str]:
     return env
 
 
-def _cli(args: list[str], env: dict[str, str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def _cli(
+    args: list[str], env: dict[str, str], cwd: Path, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
     root = Path(__file__).resolve().parents[2]
     env = env | {"PYTHONPATH": str(root)}
     done = subprocess.run(STREAMREC + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
@@ -79,7 +81,10 @@ def test_replay_run_verify_recommend(kafka_settings: KafkaSettings, redis_url: s
 
 
 def test_clear_error_without_a_broker(tmp_path: Path) -> None:
-    env = dict(os.environ) | {"STREAMREC_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "STREAMREC_REDIS_URL": "redis://127.0.0.1:1/0"}
+    env = dict(os.environ) | {
+        "STREAMREC_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "STREAMREC_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
     done = _cli(["recommend", "u1"], env, tmp_path, ok=False)
     assert done.returncode == 2
     assert "error:" in done.stderr and "Traceback" not in done.stderr

@@ -28,7 +28,7 @@ class EngineSettings(BaseSettings):
     recency_decay: float = Field(0.7, gt=0, le=1, description="weight of the n-th most recent item")
     trending_weight: float = Field(0.05, ge=0, description="blend weight of trending items")
     trending_candidates: int = Field(100, ge=1)
-    exclude_history: bool = Field(False, description="never recommend items the user interacted with")
+    exclude_history: bool = Field(True, description="never recommend items in the user's recent history")
     session_gap_s: float = Field(1800.0, gt=0, description="inactivity that starts a new session")
 
     def type_weight(self, event_type: str) -> float:

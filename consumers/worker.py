@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.offsets import group_lag
 from engine.config import EngineSettings
-from engine.errors import BrokerError, WatermarkConflict
+from engine.errors import BrokerError, StateStoreError, WatermarkConflict
 from engine.pipeline import BatchOutcome, BatchProcessor, RawRecord
 from engine.recommend import Recommender
 from engine.state.base import StateStore
@@ -61,6 +61,7 @@ class WorkerStats:
     dead_lettered: int = 0
     recs_published: int = 0
     conflicts: int = 0
+    store_outages: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -109,7 +110,12 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Resume right after the state's watermark: records at or below it are already applied.
-        watermarks = self.store.watermarks()
+        try:
+            watermarks = self.store.watermarks()
+        except StateStoreError as exc:
+            # Start from the committed offsets instead: the watermark check still skips applied records.
+            log.warning("cannot read watermarks on assignment: %s", exc)
+            watermarks = {}
         for tp in partitions:
             mark = watermarks.get(tp.partition, -1)
             if mark >= 0:
@@ -143,12 +149,45 @@ class Worker:
                             break
                     continue
                 idle = 0
-                self._handle(consumer, producer, recs, dlq, batches)
+                try:
+                    self._handle(consumer, producer, recs, dlq, batches)
+                except StateStoreError as exc:
+                    self._wait_for_store(consumer, batches, exc)
         finally:
             producer.flush(10)
             consumer.close()
             self._consumer = None
         return self.stats
+
+    def _wait_for_store(
+        self, consumer: Consumer, batches: dict[int, list[RawRecord]], exc: Exception
+    ) -> None:
+        """Redis is down or too slow: rewind the batch, pause fetching, and poll until it answers.
+
+        Nothing of the batch was committed, so rewinding loses nothing, and partitions whose write
+        did succeed are skipped by their watermark. Pausing keeps memory bounded; polling keeps
+        this member in the group while it waits.
+        """
+        self.stats.store_outages += 1
+        log.warning("state store unavailable, pausing consumption: %s", exc)
+        topic = self.kafka.events_topic
+        for partition, records in batches.items():
+            try:
+                consumer.seek(TopicPartition(topic, partition, min(r.offset for r in records)))
+            except KafkaException as seek_error:  # partition revoked meanwhile: its new owner resumes it
+                log.info("cannot rewind partition %s: %s", partition, seek_error)
+        assignment = consumer.assignment()
+        consumer.pause(assignment)
+        delay = 0.5
+        while not self.stop_event.is_set():
+            consumer.poll(delay)
+            try:
+                self.store.watermarks()
+                break
+            except StateStoreError:
+                delay = min(delay * 2, 5.0)
+        consumer.resume(consumer.assignment())
+        log.warning("state store back, resuming")
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -43,7 +43,7 @@ class RedisSettings(BaseSettings):
     ssl_ca_certs: str | None = Field(None, description="CA bundle for rediss:// URLs")
     key_prefix: str = Field("sr", description="prefix of every key streamrec writes")
     socket_timeout_s: float = Field(10.0, gt=0)
-    retry_attempts: int = Field(30, ge=0, description="retries of a failed call before giving up")
+    retry_attempts: int = Field(5, ge=0, description="retries of a failed call before the worker pauses")
     retry_backoff_s: float = Field(0.2, gt=0, description="first retry delay (doubles, capped at 2 s)")
 
 

@@ -14,10 +14,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	@# CPU torch first: from the local wheel cache where the machine has one, else PyTorch's CPU index.
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" \
-	  || $(BIN)/python -m pip install -q --index-url $(TORCH_INDEX) "$(TORCH_SPEC)" \
-	  || $(BIN)/python -m pip install -q --index-url $(TORCH_INDEX) "torch>=2.2,<3"
+	@# CPU torch first: a local wheel (pip's find-links) if the machine has one, else PyTorch's CPU
+	@# index, else PyPI. A bare `torch` requirement would pull a multi-GB CUDA build.
+	$(BIN)/python -c "import torch" 2>/dev/null \
+	  || $(BIN)/python -m pip install -q --no-index "$(TORCH_SPEC)" 2>/dev/null \
+	  || $(BIN)/python -m pip install -q --timeout 20 --retries 1 --index-url $(TORCH_INDEX) "$(TORCH_SPEC)" \
+	  || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 

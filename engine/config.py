@@ -29,6 +29,9 @@ class EngineSettings(BaseSettings):
     trending_weight: float = Field(0.05, ge=0, description="blend weight of trending items")
     trending_candidates: int = Field(100, ge=1)
     exclude_history: bool = Field(True, description="never recommend items in the user's recent history")
+    user_vector_decay: float = Field(0.9, gt=0, le=1, description="per-event decay of the user embedding")
+    ann_weight: float = Field(0.5, ge=0, description="blend weight of embedding (ANN) candidates")
+    ann_candidates: int = Field(50, ge=1, description="nearest items fetched per user vector")
     session_gap_s: float = Field(1800.0, gt=0, description="inactivity that starts a new session")
 
     def type_weight(self, event_type: str) -> float:

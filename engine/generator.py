@@ -84,8 +84,10 @@ def generate_events(
     first_pref = rng.choice(n_categories, size=n_users, p=category_p).tolist()
     second_pref = rng.choice(n_categories, size=n_users, p=category_p).tolist()
     has_second = (rng.random(n_users) < 0.4).tolist()
-    preferred = [(a, b) if two and b != a else (a,) for a, b, two in zip(first_pref, second_pref, has_second,
-                                                                         strict=True)]
+    preferred = [
+        (a, b) if two and b != a else (a,)
+        for a, b, two in zip(first_pref, second_pref, has_second, strict=True)
+    ]
     activity = rng.lognormal(0.0, 0.8, size=n_users)
     user_names = [f"u{u}" for u in range(n_users)]
 
@@ -149,9 +151,16 @@ def generate_events(
     events = []
     for index, (ts, user, item, kind, sess) in enumerate(rows):
         user_id, item_id = user_names[user], item_names[item]
-        events.append(Event(
-            event_id=make_event_id("gen", seed, index, user_id, item_id, ts, kind),
-            ts=ts, user_id=user_id, item_id=item_id, type=kind, session_id=f"s{sess}",
-            price=prices[item], category=categories[item],
-        ))
+        events.append(
+            Event(
+                event_id=make_event_id("gen", seed, index, user_id, item_id, ts, kind),
+                ts=ts,
+                user_id=user_id,
+                item_id=item_id,
+                type=kind,
+                session_id=f"s{sess}",
+                price=prices[item],
+                category=categories[item],
+            )
+        )
     return events

@@ -35,7 +35,15 @@ from engine.events import EVENT_TYPES, MAX_ID_LENGTH, MAX_TS, MIN_TS, Event, mak
 
 FORMATS: tuple[str, ...] = ("events", "yoochoose", "movielens", "taobao", "retailrocket")
 CSV_COLUMNS: tuple[str, ...] = (
-    "ts", "user_id", "item_id", "type", "session_id", "price", "category", "rating", "event_id",
+    "ts",
+    "user_id",
+    "item_id",
+    "type",
+    "session_id",
+    "price",
+    "category",
+    "rating",
+    "event_id",
 )
 
 _OWN_TYPES = {kind: kind for kind in EVENT_TYPES}
@@ -79,7 +87,9 @@ def _number(value: Any, name: str) -> float:
     return number
 
 
-def _timestamp(value: Any, name: str = "timestamp", divisor: float = 1.0, number: float | None = None) -> float:
+def _timestamp(
+    value: Any, name: str = "timestamp", divisor: float = 1.0, number: float | None = None
+) -> float:
     ts = (_number(value, name) if number is None else number) / divisor
     if not MIN_TS <= ts < MAX_TS:
         hint = " (milliseconds instead of seconds?)" if ts >= MAX_TS else ""
@@ -180,7 +190,10 @@ class _Source:
 
 
 def _layout(
-    src: _Source, rows: Iterator[tuple[int, Row]], wanted: dict[str, tuple[str, ...]], default_width: int,
+    src: _Source,
+    rows: Iterator[tuple[int, Row]],
+    wanted: dict[str, tuple[str, ...]],
+    default_width: int,
     optional: dict[str, tuple[str, ...]] | None = None,
 ) -> tuple[Iterator[tuple[int, Row]], dict[str, int | None], int] | None:
     """Column positions from a header row, or the default order (``wanted`` then ``optional``) when
@@ -194,8 +207,10 @@ def _layout(
         names = [*wanted, *optional]
         return chain([first], rows), {key: i for i, key in enumerate(names)}, default_width
     columns = {name.split(":")[0].strip().lower(): i for i, name in enumerate(row)}  # RecBole name:type
-    found = {key: next((columns[a] for a in aliases if a in columns), None)
-             for key, aliases in {**wanted, **optional}.items()}
+    found = {
+        key: next((columns[a] for a in aliases if a in columns), None)
+        for key, aliases in {**wanted, **optional}.items()
+    }
     missing = [aliases[0] for key, aliases in wanted.items() if found[key] is None]
     if missing:
         raise src.error(line_num, f"header lacks column(s) {', '.join(missing)}")
@@ -204,8 +219,12 @@ def _layout(
 
 # --- formats -------------------------------------------------------------------------------------
 
-_OWN_REQUIRED = {"ts": ("ts", "timestamp"), "user_id": ("user_id",), "item_id": ("item_id",),
-                 "type": ("type", "event_type")}
+_OWN_REQUIRED = {
+    "ts": ("ts", "timestamp"),
+    "user_id": ("user_id",),
+    "item_id": ("item_id",),
+    "type": ("type", "event_type"),
+}
 _OWN_OPTIONAL = {name: (name,) for name in ("session_id", "price", "category", "rating", "event_id")}
 
 
@@ -218,9 +237,13 @@ def _own_event(n: int, fields: dict[str, Any]) -> Event:
     if price is not None and (price := _number(price, "price")) < 0:
         raise _BadRow(f"price {price!r} is negative")
     return Event(
-        event_id=make_event_id("events", n, user_id, item_id, ts, etype) if event_id is None
+        event_id=make_event_id("events", n, user_id, item_id, ts, etype)
+        if event_id is None
         else _ident(event_id, "event_id"),
-        ts=ts, user_id=user_id, item_id=item_id, type=etype,
+        ts=ts,
+        user_id=user_id,
+        item_id=item_id,
+        type=etype,
         session_id=None if session is None else _ident(session, "session_id"),
         price=price,
         category=None if category is None else _ident(category, "category"),
@@ -267,14 +290,24 @@ def _load_jsonl(src: _Source, limit: int | None) -> list[Event]:
 
 
 def _click(n: int, session: str, item: str, ts: float, category: str | None = None) -> Event:
-    return Event(make_event_id("yoochoose", n, session, item, ts, "click"), ts, session, item, "click",
-                 session, category=category)
+    return Event(
+        make_event_id("yoochoose", n, session, item, ts, "click"),
+        ts,
+        session,
+        item,
+        "click",
+        session,
+        category=category,
+    )
 
 
 def _load_yoochoose(src: _Source, limit: int | None) -> list[Event]:
     if "\t" in src.first_line():  # session-rec: SessionId ItemId Time (unix seconds)
-        wanted = {"session": ("sessionid", "session_id"), "item": ("itemid", "item_id"),
-                  "time": ("time", "timestamp")}
+        wanted = {
+            "session": ("sessionid", "session_id"),
+            "item": ("itemid", "item_id"),
+            "time": ("time", "timestamp"),
+        }
         layout = _layout(src, src.csv_rows("\t"), wanted, 3)
         if layout is None:
             return []
@@ -283,14 +316,22 @@ def _load_yoochoose(src: _Source, limit: int | None) -> list[Event]:
 
         def parse(row: Row, n: int) -> Event:
             _width(row, width)
-            return _click(n, _ident(row[i_session], "SessionId"), _ident(row[i_item], "ItemId"),
-                          _timestamp(row[i_time], "Time"))
+            return _click(
+                n,
+                _ident(row[i_session], "SessionId"),
+                _ident(row[i_item], "ItemId"),
+                _timestamp(row[i_time], "Time"),
+            )
 
         return src.parse(rows, parse, limit)
 
     # RecSys'15 clicks: session,timestamp(ISO),item,category, no header
-    wanted = {"session": ("session", "session_id"), "time": ("timestamp", "time"), "item": ("item", "item_id"),
-              "category": ("category",)}
+    wanted = {
+        "session": ("session", "session_id"),
+        "time": ("timestamp", "time"),
+        "item": ("item", "item_id"),
+        "category": ("category",),
+    }
     layout = _layout(src, src.csv_rows(","), wanted, 4)
     if layout is None:
         return []
@@ -300,8 +341,13 @@ def _load_yoochoose(src: _Source, limit: int | None) -> list[Event]:
     def parse_clicks(row: Row, n: int) -> Event:
         _width(row, width)
         category = row[i_cat].strip()  # "0" means unknown in this dataset
-        return _click(n, _ident(row[i_session], "session"), _ident(row[i_item], "item"),
-                      _iso_timestamp(row[i_time]), _ident(category, "category") if category not in ("", "0") else None)
+        return _click(
+            n,
+            _ident(row[i_session], "session"),
+            _ident(row[i_item], "item"),
+            _iso_timestamp(row[i_time]),
+            _ident(category, "category") if category not in ("", "0") else None,
+        )
 
     return src.parse(rows, parse_clicks, limit)
 
@@ -316,11 +362,19 @@ def _load_movielens(src: _Source, limit: int | None) -> list[Event]:
         rows = src.csv_rows("\t" if "\t" in first_line else ",")
     else:
         raise src.error(1, "cannot tell the MovieLens layout: expected tab, comma or '::' separated fields")
-    wanted = {"user": ("user_id", "userid", "user"),
-              "item": ("item_id", "movieid", "movie_id", "itemid", "item"), "ts": ("timestamp", "ts", "time")}
+    wanted = {
+        "user": ("user_id", "userid", "user"),
+        "item": ("item_id", "movieid", "movie_id", "itemid", "item"),
+        "ts": ("timestamp", "ts", "time"),
+    }
     # without a header the order is user, item, rating, timestamp
-    layout = _layout(src, rows, {"user": wanted["user"], "item": wanted["item"]}, 4,
-                     {"rating": ("rating",), "ts": wanted["ts"]})
+    layout = _layout(
+        src,
+        rows,
+        {"user": wanted["user"], "item": wanted["item"]},
+        4,
+        {"rating": ("rating",), "ts": wanted["ts"]},
+    )
     if layout is None:
         return []
     rows, idx, width = layout
@@ -334,16 +388,22 @@ def _load_movielens(src: _Source, limit: int | None) -> list[Event]:
         item = _ident(row[i_item], "item_id")
         rating = None if i_rating is None else _number(row[i_rating], "rating")
         ts = _timestamp(row[i_ts])
-        return Event(make_event_id("movielens", n, user, item, ts, "view"), ts, user, item, "view",
-                     rating=rating)
+        return Event(
+            make_event_id("movielens", n, user, item, ts, "view"), ts, user, item, "view", rating=rating
+        )
 
     return src.parse(rows, parse, limit)
 
 
 def _load_taobao(src: _Source, limit: int | None) -> list[Event]:
     # no header in the dataset; a header line, if any, is skipped by _layout (its columns unused)
-    wanted = {"user": ("user_id",), "item": ("item_id",), "category": ("category_id",),
-              "behavior": ("behavior",), "ts": ("timestamp",)}
+    wanted = {
+        "user": ("user_id",),
+        "item": ("item_id",),
+        "category": ("category_id",),
+        "behavior": ("behavior",),
+        "ts": ("timestamp",),
+    }
     layout = _layout(src, src.csv_rows(","), wanted, 5)
     if layout is None:
         return []
@@ -356,8 +416,14 @@ def _load_taobao(src: _Source, limit: int | None) -> list[Event]:
         item = _ident(row[i_item], "item_id")
         etype = _mapped(row[i_beh], _TAOBAO_TYPES, "behavior")
         ts = _timestamp(row[i_ts])
-        return Event(make_event_id("taobao", n, user, item, ts, etype), ts, user, item, etype,
-                     category=_ident(row[i_cat], "category_id"))
+        return Event(
+            make_event_id("taobao", n, user, item, ts, etype),
+            ts,
+            user,
+            item,
+            etype,
+            category=_ident(row[i_cat], "category_id"),
+        )
 
     return src.parse(rows, parse, limit)
 
@@ -381,8 +447,9 @@ def _load_retailrocket(src: _Source, limit: int | None) -> list[Event]:
     return src.parse(rows, parse, limit)
 
 
-_LOADERS: dict[str, Callable[[_Source, int | None], list[Event]]] = dict(zip(
-    FORMATS, (_load_own, _load_yoochoose, _load_movielens, _load_taobao, _load_retailrocket), strict=True))
+_LOADERS: dict[str, Callable[[_Source, int | None], list[Event]]] = dict(
+    zip(FORMATS, (_load_own, _load_yoochoose, _load_movielens, _load_taobao, _load_retailrocket), strict=True)
+)
 
 
 # --- public API ----------------------------------------------------------------------------------
@@ -408,7 +475,9 @@ def load_events(path: Path | str, fmt: str, limit: int | None = None) -> list[Ev
         with path.open(encoding="utf-8", newline="") as fh:
             events = loader(_Source(path, fh), limit)
     except UnicodeDecodeError as exc:
-        raise LoaderError(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start} of a chunk)") from None
+        raise LoaderError(
+            f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start} of a chunk)"
+        ) from None
     except OSError as exc:
         raise LoaderError(f"{path.name}: cannot read: {exc.strerror or exc}") from None
     events.sort(key=_BY_TS)

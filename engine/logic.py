@@ -19,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.config import EngineSettings
+from engine.embeddings import EmbeddingSpace, vector_from_history
 from engine.events import Event
 
 # Rebase the popularity epoch once scores would grow past 2**REBASE_AFTER_HALF_LIVES.
@@ -34,6 +37,8 @@ class UserState:
     seen: set[str] = field(default_factory=set)  # ids of this batch's events already applied
     session_id: str | None = None
     session_last_ts: float | None = None
+    vector: np.ndarray | None = None  # the user's embedding, in space `vector_version`
+    vector_version: str | None = None
 
 
 @dataclass(slots=True)
@@ -63,6 +68,7 @@ class StateDelta:
     popularity_epoch: float | None = None
     # Multiplies the stored popularity scores before this batch's increments (epoch rebase).
     popularity_rescale: float = 1.0
+    user_vectors: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)  # user -> (vector, version)
 
     @property
     def touched_users(self) -> list[str]:
@@ -93,11 +99,13 @@ def compute_delta(
     settings: EngineSettings,
     invalid: int = 0,
     last_offset: int | None = None,
+    space: EmbeddingSpace | None = None,
 ) -> StateDelta:
     """Fold a partition's batch of ``(offset, event)`` records into one delta.
 
     ``records`` must already exclude offsets at or below the watermark. ``users`` holds the prior
-    state of every user in the batch (missing users start empty); it is not modified.
+    state of every user in the batch (missing users start empty); it is not modified. With an
+    embedding ``space``, each event also moves its user's vector towards the item's.
     """
     offsets = [offset for offset, _ in records]
     final_offset = last_offset if last_offset is not None else (max(offsets) if offsets else meta.watermark)
@@ -114,6 +122,7 @@ def compute_delta(
     delta.popularity_epoch = epoch
 
     working: dict[str, UserState] = {}
+    item_vectors = space.vectors({e.item_id for _, e in records}) if space is not None else {}
     window = settings.cooccurrence_window
     decay = settings.cooccurrence_decay
     for _, event in records:
@@ -124,6 +133,12 @@ def compute_delta(
             state = working[user] = UserState(
                 list(prior.history), set(prior.seen), prior.session_id, prior.session_last_ts
             )
+            if space is not None:
+                if prior.vector is not None and prior.vector_version == space.version:
+                    state.vector = prior.vector
+                else:  # first event in this space: start from the history
+                    state.vector = vector_from_history(prior.history, space, settings.user_vector_decay)
+                state.vector_version = space.version
         if event.event_id in state.seen:
             delta.duplicates += 1
             continue
@@ -144,6 +159,14 @@ def compute_delta(
         delta.history.setdefault(user, []).append(item)
         if event.type == "purchase":
             delta.purchases.setdefault(user, []).append(item)
+        item_vector = item_vectors.get(item)
+        if item_vector is not None:
+            vector = state.vector
+            state.vector = (
+                weight * item_vector
+                if vector is None
+                else settings.user_vector_decay * vector + weight * item_vector
+            )
 
         assert epoch is not None
         boost = weight * 2.0 ** ((event.ts - epoch) / settings.popularity_half_life_s)
@@ -156,8 +179,10 @@ def compute_delta(
         state.session_id, state.session_last_ts = session, last_ts
         delta.sessions[user] = (session, last_ts)
     # A user whose every event was a duplicate is still "touched": the worker republishes their recs.
-    for user in working:
+    for user, state in working.items():
         delta.history.setdefault(user, [])
+        if state.vector is not None and state.vector_version is not None:
+            delta.user_vectors[user] = (state.vector.astype(np.float32), state.vector_version)
     return delta
 
 

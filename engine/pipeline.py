@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from engine.config import EngineSettings
+from engine.embeddings import EmbeddingSpace
 from engine.errors import InvalidEvent
 from engine.events import Event, decode_event
 from engine.logic import compute_delta
@@ -53,9 +54,13 @@ def decode_batch(records: Sequence[RawRecord]) -> tuple[list[tuple[int, Event]],
 class BatchProcessor:
     """Decode, deduplicate and apply one partition's batch to a state store."""
 
-    def __init__(self, store: StateStore, settings: EngineSettings) -> None:
+    def __init__(
+        self, store: StateStore, settings: EngineSettings, space: EmbeddingSpace | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        # The live embedding space; the worker replaces it on a model refresh (one assignment).
+        self.space = space
 
     def process(
         self,
@@ -90,7 +95,14 @@ class BatchProcessor:
             events=[(o, e) for o, e in events if o > meta.watermark],
         )
         delta = compute_delta(
-            partition, outcome.events, users, meta, self.settings, len(outcome.dead_letters), last_offset
+            partition,
+            outcome.events,
+            users,
+            meta,
+            self.settings,
+            len(outcome.dead_letters),
+            last_offset,
+            self.space,
         )
         outcome.applied, outcome.duplicates = delta.applied, delta.duplicates
         if before_apply is not None:

@@ -27,8 +27,10 @@ def score_user(
     trending: Sequence[tuple[str, float]],
     settings: EngineSettings,
     k: int,
+    similar: Mapping[str, float] | None = None,
 ) -> list[tuple[str, float]]:
-    """Blend co-occurrence neighbours of the recent items with trending items; best first.
+    """Blend co-occurrence neighbours of the recent items, embedding neighbours of the user
+    vector (``similar``: item -> cosine) and trending items; best first.
 
     Each item's neighbour weights are scaled by that item's strongest weight, so a very popular
     item does not drown the others; the n-th most recent item counts ``recency_decay**n``.
@@ -44,6 +46,10 @@ def score_user(
                 for other, weight in row.items():
                     scores[other] = scores.get(other, 0.0) + factor * weight / top
         factor *= settings.recency_decay
+    if similar:
+        for item, cosine in similar.items():
+            if cosine > 0:
+                scores[item] = scores.get(item, 0.0) + settings.ann_weight * cosine
     if trending:
         top = trending[0][1] or 1.0
         # Cold users get trending items alone; warm users get them as a small tie-breaking prior.

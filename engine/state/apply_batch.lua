@@ -53,6 +53,9 @@ while i <= n do
       redis.call('ZREMRANGEBYRANK', key, 0, -(max_nb + 1))
     end
     i = i + 3 + 2 * count
+  elseif op == 'V' then
+    redis.call('HSET', base .. 'uv:' .. ARGV[i + 1], 'ver', ARGV[i + 2], 'v', ARGV[i + 3])
+    i = i + 4
   elseif op == 'P' then
     local count = tonumber(ARGV[i + 1])
     for j = 1, count do redis.call('ZINCRBY', pop, ARGV[i + 1 + 2 * j], ARGV[i + 2 * j]) end

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from engine.logic import PartitionMeta, StateDelta, UserState
 
 
@@ -15,6 +17,8 @@ class UserProfile:
 
     history: list[str] = field(default_factory=list)  # most recent first
     purchased: set[str] = field(default_factory=set)
+    vector: np.ndarray | None = None
+    vector_version: str | None = None
 
 
 @dataclass(slots=True)
@@ -32,6 +36,8 @@ class PartitionSnapshot:
     sessions: dict[str, tuple[str, float]] = field(default_factory=dict)
     cooccurrence: dict[str, dict[str, float]] = field(default_factory=dict)
     popularity: dict[str, float] = field(default_factory=dict)
+    # Derived from the model live when each event arrived, so verify does not compare them.
+    user_vectors: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
 
 
 class StateStore(Protocol):

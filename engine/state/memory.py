@@ -31,11 +31,14 @@ class MemoryStore:
         for user, event_ids in wanted.items():
             session = part.sessions.get(user)
             seen = part.seen.get(user, {})
+            vector, version = part.user_vectors.get(user, (None, None))
             users[user] = UserState(
                 list(part.history.get(user, [])),
                 {eid for eid in event_ids if eid in seen},
                 session[0] if session else None,
                 session[1] if session else None,
+                vector,
+                version,
             )
         return PartitionMeta(part.watermark, part.popularity_epoch), users
 
@@ -62,6 +65,7 @@ class MemoryStore:
             seen.update(pairs)
             keep_strongest(seen, s.dedup_window)
         part.sessions.update(delta.sessions)
+        part.user_vectors.update(delta.user_vectors)
         for item, row in delta.cooccurrence.items():
             weights = part.cooccurrence.setdefault(item, {})
             for other, w in row.items():
@@ -82,7 +86,12 @@ class MemoryStore:
     def profiles(self, partition: int, users: Iterable[str]) -> dict[str, UserProfile]:
         part = self._parts[partition]
         return {
-            u: UserProfile(list(part.history.get(u, [])), set(part.purchases.get(u, set()))) for u in users
+            u: UserProfile(
+                list(part.history.get(u, [])),
+                set(part.purchases.get(u, set())),
+                *part.user_vectors.get(u, (None, None)),
+            )
+            for u in users
         }
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:

@@ -11,6 +11,7 @@ touches into one Redis Cluster slot, so the atomic write never spans slots::
     <prefix>:{p}:rd:<user>     string: digest of the last published recommendations
     <prefix>:{p}:co:<item>     zset: neighbour -> co-occurrence weight (trimmed)
     <prefix>:{p}:pop           zset: item -> forward-decayed popularity
+    <prefix>:{p}:uv:<user>     hash: user embedding (float32 bytes) and its model version
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any, TypeVar
 
+import numpy as np
 import redis
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.config import EngineSettings
+from engine.embeddings import from_bytes, to_bytes
 from engine.errors import StateStoreError, WatermarkConflict
 from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
 from engine.state.base import PartitionSnapshot, UserProfile, keep_strongest
@@ -64,6 +67,12 @@ def _num(value: float) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _user_vector(reply: list[Any]) -> tuple[np.ndarray | None, str | None]:
+    raw, version = reply
+    vector = from_bytes(raw) if raw is not None else None
+    return (vector, _text(version)) if vector is not None and version is not None else (None, None)
 
 
 class RedisStore:
@@ -124,6 +133,7 @@ class RedisStore:
             for user, event_ids in zip(users, ids, strict=True):
                 pipe.lrange(base + "h:" + user, 0, -1)
                 pipe.hmget(base + "s:" + user, "id", "ts")
+                pipe.hmget(base + "uv:" + user, "v", "ver")
                 if event_ids:
                     pipe.zmscore(base + "seen:" + user, event_ids)
             return pipe.execute()
@@ -136,7 +146,8 @@ class RedisStore:
         for user, event_ids in zip(users, ids, strict=True):
             history = [_text(x) for x in replies[pos]]
             session_id, session_ts = replies[pos + 1]
-            pos += 2
+            vector, version = _user_vector(replies[pos + 2])
+            pos += 3
             seen: set[str] = set()
             if event_ids:
                 seen = {eid for eid, score in zip(event_ids, replies[pos], strict=True) if score is not None}
@@ -146,10 +157,12 @@ class RedisStore:
                 seen,
                 _text(session_id) if session_id is not None else None,
                 float(session_ts) if session_ts is not None else None,
+                vector,
+                version,
             )
         return meta, out
 
-    def _encode(self, delta: StateDelta) -> list[str]:
+    def _encode(self, delta: StateDelta) -> list[str | bytes]:
         e = self.engine
         args = [
             self._base(delta.partition),
@@ -179,6 +192,8 @@ class RedisStore:
             args += ["C", item, str(len(row))]
             for other, weight in row.items():
                 args += [other, _num(weight)]
+        for user, (vector, version) in delta.user_vectors.items():
+            args += ["V", user, version, to_bytes(vector)]
         if delta.popularity:
             args += ["P", str(len(delta.popularity))]
             for item, weight in delta.popularity.items():
@@ -227,11 +242,16 @@ class RedisStore:
             for user in users:
                 pipe.lrange(base + "h:" + user, 0, -1)
                 pipe.smembers(base + "b:" + user)
+                pipe.hmget(base + "uv:" + user, "v", "ver")
             return pipe.execute()
 
         replies = self._call(run, "profiles")
         return {
-            user: UserProfile([_text(x) for x in replies[2 * i]], {_text(x) for x in replies[2 * i + 1]})
+            user: UserProfile(
+                [_text(x) for x in replies[3 * i]],
+                {_text(x) for x in replies[3 * i + 1]},
+                *_user_vector(replies[3 * i + 2]),
+            )
             for i, user in enumerate(users)
         }
 
@@ -333,6 +353,10 @@ class RedisStore:
                 snap.cooccurrence[name] = {
                     _text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
                 }
+            elif kind == "uv":
+                vector, version = _user_vector(self.client.hmget(key, "v", "ver"))
+                if vector is not None and version is not None:
+                    snap.user_vectors[name] = (vector, version)
             elif kind == "pop":
                 snap.popularity = {
                     _text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)

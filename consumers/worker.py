@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.offsets import group_lag
 from engine.config import EngineSettings
+from engine.embeddings import EmbeddingSpace
 from engine.errors import BrokerError, StateStoreError, WatermarkConflict
 from engine.pipeline import BatchOutcome, BatchProcessor, RawRecord
 from engine.recommend import Recommender
@@ -62,6 +63,7 @@ class WorkerStats:
     recs_published: int = 0
     conflicts: int = 0
     store_outages: int = 0
+    model_swaps: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -77,6 +79,7 @@ class Worker:
         engine: EngineSettings,
         settings: WorkerSettings | None = None,
         versions: Mapping[str, str | None] | None = None,
+        space_source: Callable[[], EmbeddingSpace | None] | None = None,
     ) -> None:
         self.kafka = kafka
         self.store = store
@@ -87,6 +90,8 @@ class Worker:
         self.versions = dict(
             versions or {"model_version": self.settings.model_version, "index_version": None}
         )
+        # Called between batches; returns a new embedding space when a refreshed model is published.
+        self.space_source = space_source
         self.stats = WorkerStats()
         self.stop_event = threading.Event()
         self._consumer: Consumer | None = None
@@ -140,6 +145,7 @@ class Worker:
             while not self.stop_event.is_set():
                 if deadline and time.monotonic() > deadline:
                     break
+                self._refresh_space()
                 messages = consumer.consume(self.settings.batch_size, self.settings.poll_timeout_s)
                 batches = self._split(messages)
                 if not batches:
@@ -158,6 +164,36 @@ class Worker:
             consumer.close()
             self._consumer = None
         return self.stats
+
+    def _refresh_space(self) -> None:
+        if self.space_source is None:
+            return
+        space = self.space_source()
+        if space is not None:
+            # One assignment each: a batch in flight keeps the space it started with.
+            self.processor.space = space
+            self.recommender.space = space
+            self.versions = self.versions | {"index_version": space.version}
+            self.stats.model_swaps += 1
+
+    def _extend_space(self, events: list) -> None:
+        """Items the model has not seen get the mean vector of their co-occurrence neighbours."""
+        space = self.processor.space
+        add_items = getattr(space, "add_items", None)
+        if space is None or add_items is None:
+            return
+        new = {e.item_id for _, e in events} - set(space.vectors({e.item_id for _, e in events}))
+        if not new:
+            return
+        neighbours = self.store.neighbours(new, 20)
+        known = space.vectors({n for row in neighbours.values() for n in row})
+        vectors = {}
+        for item, row in neighbours.items():
+            rows = [(known[n], w) for n, w in row.items() if n in known]
+            if rows:
+                vectors[item] = sum(w * v for v, w in rows) / sum(w for _, w in rows)
+        if vectors:
+            add_items(vectors)
 
     def _wait_for_store(
         self, consumer: Consumer, batches: dict[int, list[RawRecord]], exc: Exception
@@ -237,6 +273,7 @@ class Worker:
             self.stats.duplicates += outcome.duplicates
             self.stats.already_applied += outcome.already_applied
             self.stats.dead_lettered += len(outcome.dead_letters)
+            self._extend_space(outcome.events)
             if self.settings.publish_recs and outcome.touched_users:
                 lists = self.recommender.for_users(partition, outcome.touched_users)
                 previous = self.store.recs_digests(partition, lists)

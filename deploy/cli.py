@@ -219,6 +219,82 @@ def verify(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
+def train(
+    events: Annotated[Path | None, typer.Option(help="event log file to train on")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="format of --events")] = "events",
+    from_topic: Annotated[bool, typer.Option("--from-topic", help="train on the whole events topic")] = False,
+    model: Annotated[str | None, typer.Option(help="item2vec or mf (default: settings)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    publish_model: Annotated[bool, typer.Option("--publish/--no-publish", help="point workers at it")] = True,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write a JSON report here")] = None,
+) -> None:
+    """Train item embeddings, build the ANN index, and publish the version to the workers."""
+    from deploy.models import events_from_topic, publish
+    from deploy.models import train as fit
+    from engine.loaders import load_events
+    from engine.state.redis_store import connect
+
+    settings = load_settings()
+    overrides = {
+        k: v for k, v in {"model": model, "device": device, "epochs": epochs}.items() if v is not None
+    }
+    settings.train = settings.train.model_copy(update=overrides)
+    if (events is None) == (not from_topic):
+        _fail("give either --events PATH or --from-topic")
+    log_events = events_from_topic(settings.kafka) if from_topic else load_events(events, fmt)
+    out.print(
+        f"training {settings.train.model} on {len(log_events):,} events ({settings.train.device} device)"
+    )
+    history: list[dict[str, float | None]] = []
+
+    def progress(epoch: int, loss: float, metric: float | None) -> None:
+        history.append({"epoch": epoch, "loss": loss, "validation_hr": metric})
+        shown = f", validation HR@{settings.train.eval_k} {metric:.4f}" if metric is not None else ""
+        console.print(f"epoch {epoch}: loss {loss:.4f}{shown}")
+
+    started = time.monotonic()
+    embeddings = fit(log_events, settings.train, progress)
+    train_s = time.monotonic() - started
+    report: dict[str, object] = {
+        "model": settings.train.model,
+        "items": len(embeddings),
+        "dim": embeddings.dim,
+        "events": len(log_events),
+        "train_s": round(train_s, 3),
+        "epochs": history,
+        "device": embeddings.metadata.get("device"),
+    }
+    if publish_model:
+        published = publish(
+            embeddings,
+            settings.model,
+            settings.index,
+            connect(settings.redis),
+            settings.redis.key_prefix,
+            train_s,
+        )
+        report |= {
+            "version": published.version,
+            "path": str(published.path),
+            "index": published.index_kind,
+            "build_s": round(published.build_s, 3),
+            "aligned_on": published.aligned_on,
+        }
+        out.print(
+            f"published {published.version} ({published.items:,} items, {published.index_kind}, "
+            f"index built in {published.build_s:.1f} s) to {published.path}"
+        )
+    else:
+        path = embeddings.save(settings.model.dir)
+        report |= {"version": embeddings.version, "path": str(path)}
+        out.print(f"saved {embeddings.version} to {path} (not published)")
+    out.print(f"trained in {train_s:.1f} s")
+    if json_path:
+        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+@app.command()
 def demo(
     data: Annotated[
         Path | None, typer.Option(help="ML-100k .inter file (default: ../shared/data or download)")

@@ -8,9 +8,10 @@ import signal
 from dataclasses import asdict
 
 from consumers.worker import Worker, WorkerStats
+from deploy.models import ModelWatcher, Refresher
 from deploy.settings import Settings
 from engine.errors import StreamrecError
-from engine.state.redis_store import RedisStore
+from engine.state.redis_store import RedisStore, connect
 from producers.admin import topic_partitions
 
 log = logging.getLogger("streamrec.runner")
@@ -23,7 +24,8 @@ def make_store(settings: Settings) -> RedisStore:
 
 def run_worker(settings: Settings, until_idle: bool, max_seconds: float | None = None) -> WorkerStats:
     store = make_store(settings)
-    worker = Worker(settings.kafka, store, settings.engine, settings.worker)
+    watcher = ModelWatcher(store.client, settings.redis.key_prefix, settings.model.check_interval_s)
+    worker = Worker(settings.kafka, store, settings.engine, settings.worker, space_source=watcher.poll)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current batch, then stopping", signum)
@@ -49,7 +51,22 @@ def _child(
 def run_workers(
     settings: Settings, workers: int, until_idle: bool, max_seconds: float | None = None
 ) -> list[dict]:
-    """Start ``workers`` processes and wait for them; SIGTERM/SIGINT are passed on to each."""
+    """Start ``workers`` processes and wait for them; SIGTERM/SIGINT are passed on to each.
+
+    With ``model.refresh_interval_s`` set, this process also retrains and publishes periodically.
+    """
+    refresher = None
+    if settings.model.refresh_interval_s > 0 and not until_idle:
+        refresher = Refresher(settings, connect(settings.redis))
+        refresher.start()
+    try:
+        return _run_workers(settings, workers, until_idle, max_seconds)
+    finally:
+        if refresher is not None:
+            refresher.stop()
+
+
+def _run_workers(settings: Settings, workers: int, until_idle: bool, max_seconds: float | None) -> list[dict]:
     if workers == 1:
         return [asdict(run_worker(settings, until_idle, max_seconds))]
     ctx = multiprocessing.get_context("spawn")

@@ -10,9 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consumers.worker import WorkerSettings
+from deploy.models import ModelSettings
 from engine.config import EngineSettings
 from engine.state.redis_store import RedisSettings
+from index.factory import IndexSettings
+from models.settings import TrainSettings
 from producers.kafka import KafkaSettings
+
+SUBSYSTEMS = ("kafka", "redis", "engine", "worker", "model", "train", "index")
 
 STACK_DIR = ".streamrec"
 STACK_ENV = "stack.env"
@@ -24,12 +29,15 @@ class Settings:
     redis: RedisSettings
     engine: EngineSettings
     worker: WorkerSettings
+    model: ModelSettings
+    train: TrainSettings
+    index: IndexSettings
 
     def describe(self) -> dict[str, dict[str, object]]:
         """Every setting by subsystem, secrets masked (pydantic prints SecretStr as '**********')."""
         return {
             name: {k: str(v) if v is not None else None for k, v in getattr(self, name).model_dump().items()}
-            for name in ("kafka", "redis", "engine", "worker")
+            for name in SUBSYSTEMS
         }
 
 
@@ -45,4 +53,7 @@ def load_settings(workdir: Path | None = None) -> Settings:
         redis=RedisSettings(_env_file=source),  # type: ignore[call-arg]
         engine=EngineSettings(_env_file=source),  # type: ignore[call-arg]
         worker=WorkerSettings(_env_file=source),  # type: ignore[call-arg]
+        model=ModelSettings(_env_file=source),  # type: ignore[call-arg]
+        train=TrainSettings(_env_file=source),  # type: ignore[call-arg]
+        index=IndexSettings(_env_file=source),  # type: ignore[call-arg]
     )

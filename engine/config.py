@@ -18,8 +18,6 @@ class EngineSettings(BaseSettings):
     max_neighbours: int = Field(100, ge=1, description="neighbours kept per item (trimmed at 2x)")
     dedup_window: int = Field(1000, ge=1, description="recent event ids remembered per user")
     popularity_half_life_s: float = Field(86_400.0, gt=0, description="half-life of trending scores")
-    # Forward decay: scores are stored relative to this epoch so that updates commute.
-    popularity_epoch: float = Field(1_262_304_000.0, description="reference time of trending scores")
     weight_view: float = 1.0
     weight_click: float = 1.0
     weight_add_to_cart: float = 3.0

@@ -31,3 +31,19 @@ class StackError(StreamrecError):
 
 class LoaderError(StreamrecError):
     """An event log file could not be read in the requested format."""
+
+
+class ModelError(StreamrecError):
+    """Training failed, or a saved embedding artefact is missing, corrupt or inconsistent."""
+
+
+class VectorIndexError(StreamrecError):
+    """An ANN index was misused (wrong dimension, bad k) or failed; base of the index errors."""
+
+
+class IndexBuildError(VectorIndexError):
+    """Vectors or ids given to an index cannot be indexed (shape, dtype, duplicates, too few to train)."""
+
+
+class IndexLoadError(VectorIndexError):
+    """A saved index directory is missing, corrupt or inconsistent."""

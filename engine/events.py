@@ -97,7 +97,10 @@ def _number(raw: dict[str, Any], name: str, required: bool) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidEvent(f"field '{name}' must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidEvent(f"field '{name}' must be finite") from None
     if not math.isfinite(number):
         raise InvalidEvent(f"field '{name}' must be finite")
     return number
@@ -117,7 +120,7 @@ def validate_event(raw: Any) -> Event:
     event_type = raw.get("type")
     if event_type is None:
         raise InvalidEvent("missing field 'type'")
-    if event_type not in _EVENT_TYPE_SET:
+    if not isinstance(event_type, str) or event_type not in _EVENT_TYPE_SET:
         raise InvalidEvent(
             f"unknown event type {str(event_type)[:40]!r}; expected one of {', '.join(EVENT_TYPES)}"
         )

@@ -64,7 +64,8 @@ while i <= n do
     return redis.error_reply('apply_batch: unknown op ' .. tostring(op))
   end
 end
-redis.call('HSET', meta, 'watermark', ARGV[3], 'popularity_epoch', ARGV[10])
+redis.call('HSET', meta, 'watermark', ARGV[3])
+if ARGV[10] ~= '' then redis.call('HSET', meta, 'popularity_epoch', ARGV[10]) end
 redis.call('HINCRBY', meta, 'applied', ARGV[4])
 redis.call('HINCRBY', meta, 'duplicates', ARGV[5])
 redis.call('HINCRBY', meta, 'invalid', ARGV[6])

@@ -257,12 +257,15 @@ class RedisStore:
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
         items = list(dict.fromkeys(items))
+        last = n - 1 if self.partitions == 1 else -1
 
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for item in items:
                 for p in range(self.partitions):
-                    pipe.zrevrange(self._base(p) + "co:" + item, 0, n - 1, withscores=True)
+                    # Whole rows (bounded by trimming): an item strong in several partitions but
+                    # in no single partition's top n must still make the merged top n.
+                    pipe.zrevrange(self._base(p) + "co:" + item, 0, last, withscores=True)
             return pipe.execute()
 
         replies = self._call(run, "neighbours")
@@ -276,11 +279,15 @@ class RedisStore:
         return out
 
     def trending(self, n: int) -> list[tuple[str, float]]:
+        fetch = n if self.partitions == 1 else 4 * n
+
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for p in range(self.partitions):
                 pipe.hget(self._base(p) + "meta", "popularity_epoch")
-                pipe.zrevrange(self._base(p) + "pop", 0, n - 1, withscores=True)
+                # Popularity is not trimmed, so reading it whole is unbounded: over-fetch instead.
+                # The merged top n is exact unless an item sits below every partition's top 4n.
+                pipe.zrevrange(self._base(p) + "pop", 0, fetch - 1, withscores=True)
             return pipe.execute()
 
         replies = self._call(run, "trending")

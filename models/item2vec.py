@@ -1,0 +1,140 @@
+"""item2vec: skip-gram with negative sampling over session/user item sequences (torch).
+
+Items that occur near each other in sequences get similar vectors (Barkan & Koenigstein, 2016,
+after word2vec). Per epoch:
+
+1. (centre, context) pairs within a word2vec-style *dynamic* window: each centre draws a window
+   size in ``1..window``, so near neighbours count more than far ones, all vectorised in numpy;
+2. optional frequent-item subsampling (``settings.subsample``, word2vec's ``t``);
+3. shuffled mini-batches; each positive pair gets ``negatives`` items drawn from the unigram
+   distribution raised to 0.75 (word2vec's choice: popular items are likelier negatives, but
+   less than proportionally);
+4. loss ``-log s(u.v) - sum log s(-u.n)``; sparse embedding gradients with SparseAdam, so a step
+   costs only the rows in the batch, whatever the catalogue size.
+
+The item vectors are the input ("centre") embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.events import Event
+from models.artifacts import ItemEmbeddings
+from models.base import Progress
+from models.sequences import TrainingData, prepare
+from models.settings import TrainSettings
+from models.training import autocast, check_trainable, generator, resolve_device, run_epochs
+
+NAME = "item2vec"
+DEFAULT_LR = 0.01
+
+
+class SkipGram(nn.Module):
+    """Centre and context embedding tables; the centre table holds the item vectors."""
+
+    def __init__(self, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.centre = nn.Embedding(n_items, dim, sparse=True)
+        self.context = nn.Embedding(n_items, dim, sparse=True)
+        # word2vec's initialisation: small random centre vectors, zero context vectors.
+        nn.init.uniform_(self.centre.weight, -0.5 / dim, 0.5 / dim)
+        nn.init.zeros_(self.context.weight)
+
+    def forward(self, centre: torch.Tensor, context: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        u = self.centre(centre)  # [B, d]
+        pos = (u * self.context(context)).sum(-1)  # [B]
+        neg = torch.bmm(self.context(negatives), u.unsqueeze(-1)).squeeze(-1)  # [B, negatives]
+        # Scores go back to float32 before the log-sigmoid: under autocast they may be bf16/fp16.
+        return -(F.logsigmoid(pos.float()) + F.logsigmoid(-neg.float()).sum(-1)).mean()
+
+
+def skipgram_pairs(
+    tokens: np.ndarray, seq_ids: np.ndarray, window: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, context) pairs of tokens in the same sequence within each centre's dynamic window."""
+    reach = rng.integers(1, window + 1, size=len(tokens))  # this epoch's window per centre
+    centres, contexts = [], []
+    for d in range(1, min(window, max(len(tokens) - 1, 0)) + 1):
+        same = seq_ids[:-d] == seq_ids[d:]
+        left, right = tokens[:-d], tokens[d:]
+        forward = same & (reach[:-d] >= d)  # centre on the left, context d to the right
+        backward = same & (reach[d:] >= d)  # centre on the right, context d to the left
+        centres += [left[forward], right[backward]]
+        contexts += [right[forward], left[backward]]
+    if not centres:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(centres), np.concatenate(contexts)
+
+
+def subsample_mask(tokens: np.ndarray, counts: np.ndarray, t: float, rng: np.random.Generator) -> np.ndarray:
+    """word2vec's keep-mask: an item of frequency f survives with probability sqrt(t/f) + t/f."""
+    freq = counts / max(counts.sum(), 1)
+    keep_p = np.minimum(1.0, np.sqrt(t / np.maximum(freq, 1e-12)) + t / np.maximum(freq, 1e-12))
+    return rng.random(len(tokens)) < keep_p[tokens]
+
+
+def fit(
+    events: Sequence[Event], settings: TrainSettings | None = None, progress: Progress | None = None
+) -> ItemEmbeddings:
+    """Train item2vec on ``events``; deterministic for a given seed on CPU."""
+    settings = settings or TrainSettings(model=NAME)
+    data = prepare(events, settings.min_count, settings.validation_fraction, settings.seed,
+                   settings.max_validation)
+    return fit_data(data, settings, progress)
+
+
+def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | None = None) -> ItemEmbeddings:
+    """Train on prepared sequences (lets callers reuse one :func:`prepare` for several runs)."""
+    check_trainable(NAME, data)
+    device = resolve_device(settings.device)
+    torch.manual_seed(settings.seed)
+    model = SkipGram(data.n_items, settings.dim).to(device)
+    optimiser = torch.optim.SparseAdam(list(model.parameters()), lr=settings.lr or DEFAULT_LR)
+    gen = generator(device, settings.seed)
+
+    # Negative sampling table: cumulative unigram^0.75 distribution, sampled by searchsorted.
+    weights = torch.as_tensor(data.vocab.counts, dtype=torch.float64) ** 0.75
+    cdf = (weights.cumsum(0) / weights.sum()).to(device=device, dtype=torch.float32)
+    tokens, seq_ids = data.flat()
+
+    def train_epoch(epoch: int) -> float:
+        # One numpy generator per epoch, derived from the seed: the pairs of epoch e are the same
+        # in every run, whatever happened before.
+        rng = np.random.default_rng([settings.seed, epoch])
+        tok, sid = tokens, seq_ids
+        if settings.subsample > 0:
+            keep = subsample_mask(tok, data.vocab.counts, settings.subsample, rng)
+            tok, sid = tok[keep], sid[keep]
+        centres, contexts = skipgram_pairs(tok, sid, settings.window, rng)
+        if len(centres) == 0:
+            return 0.0
+        order = rng.permutation(len(centres))
+        centre_t = torch.from_numpy(centres[order]).to(device)
+        context_t = torch.from_numpy(contexts[order]).to(device)
+        total, steps = torch.zeros((), device=device), 0
+        model.train()
+        for start in range(0, len(centre_t), settings.batch_size):
+            c = centre_t[start:start + settings.batch_size]
+            o = context_t[start:start + settings.batch_size]
+            draws = torch.rand((len(c), settings.negatives), generator=gen, device=device)
+            negatives = torch.searchsorted(cdf, draws).clamp_(max=data.n_items - 1)
+            with autocast(device, settings.mixed_precision):
+                loss = model(c, o, negatives)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += loss.detach()
+            steps += 1
+        return float(total) / max(steps, 1)  # one device sync per epoch, not per step
+
+    def current_vectors() -> np.ndarray:
+        return model.centre.weight.detach().float().cpu().numpy().copy()
+
+    return run_epochs(NAME, data, settings, device, train_epoch, current_vectors, progress,
+                      extra={"window": settings.window})

@@ -1,0 +1,131 @@
+"""What every trainer shares: device choice, seeding, mixed precision, validation, the epoch loop.
+
+A model module supplies two callables, one epoch of training (returning the mean loss) and the
+current item vectors; :func:`run_epochs` does the rest: validation after each epoch (HR@k of the
+held-out next item among the nearest neighbours of the previous item), progress reports, early
+stopping with the best epoch's vectors kept, and the metadata of the resulting artefact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.errors import ModelError
+from models.artifacts import ItemEmbeddings
+from models.base import Progress
+from models.sequences import TrainingData
+from models.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an explicit CUDA device must exist."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {setting!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+    return device
+
+
+def generator(device: torch.device, seed: int) -> torch.Generator:
+    """A seeded generator on ``device``; all sampling draws from it, so runs are repeatable."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    """Mixed precision on CUDA only (bfloat16 where supported: no loss scaling needed).
+
+    On CPU the embedding dot products are memory-bound, so reduced precision would cost accuracy
+    and determinism for no speed; training stays float32 there.
+    """
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        with torch.autocast(device_type="cuda", dtype=dtype):
+            yield
+    else:
+        yield
+
+
+def hit_rate(vectors: np.ndarray, prev: np.ndarray, target: np.ndarray, k: int, chunk: int = 1024) -> float:
+    """Share of pairs whose ``target`` is among the ``k`` cosine-nearest items of ``prev``.
+
+    The query item itself is excluded (it is always its own nearest neighbour). Rank is the
+    number of items scoring strictly higher than the target, so ties count in its favour.
+    """
+    if len(prev) == 0:
+        return float("nan")
+    v = np.asarray(vectors, dtype=np.float32)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    hits = 0
+    for start in range(0, len(prev), chunk):
+        p, t = prev[start:start + chunk], target[start:start + chunk]
+        scores = v[p] @ v.T
+        rows = np.arange(len(p))
+        scores[rows, p] = -np.inf
+        rank = (scores > scores[rows, t][:, None]).sum(axis=1)
+        hits += int((rank < k).sum())
+    return hits / len(prev)
+
+
+def run_epochs(
+    name: str,
+    data: TrainingData,
+    settings: TrainSettings,
+    device: torch.device,
+    train_epoch: Callable[[int], float],
+    current_vectors: Callable[[], np.ndarray],
+    progress: Progress | None = None,
+    extra: dict[str, Any] | None = None,
+) -> ItemEmbeddings:
+    """Train up to ``settings.epochs`` epochs with early stopping; return the best embeddings."""
+    started = time.perf_counter()
+    validate = len(data.valid_prev) > 0
+    metric_name = f"hr@{settings.eval_k}"
+    best_metric, best_epoch, best_vectors = -1.0, 0, None
+    history: list[dict[str, float | int | None]] = []
+    loss = float("nan")
+    for epoch in range(1, settings.epochs + 1):
+        loss = train_epoch(epoch)
+        if not np.isfinite(loss):
+            raise ModelError(f"{name}: training diverged at epoch {epoch} (loss {loss}); lower the learning rate")
+        vectors = current_vectors()
+        metric = hit_rate(vectors, data.valid_prev, data.valid_target, settings.eval_k) if validate else None
+        history.append({"epoch": epoch, "loss": round(loss, 6), metric_name: metric})
+        log.info("%s epoch %d: loss %.4f, %s %s", name, epoch, loss, metric_name, metric)
+        if progress is not None:
+            progress(epoch, loss, metric)
+        if metric is None or metric > best_metric:
+            best_metric, best_epoch, best_vectors = (metric if metric is not None else -1.0), epoch, vectors
+        elif settings.patience and epoch - best_epoch >= settings.patience:
+            break
+    assert best_vectors is not None  # epochs >= 1
+    trained_on = {"events": data.n_events, "sequences": len(data.train), "items": data.n_items,
+                  "validation_pairs": int(len(data.valid_prev))}
+    metrics: dict[str, Any] = {
+        metric_name: best_metric if validate else None,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "final_loss": loss,
+        "train_seconds": round(time.perf_counter() - started, 3),
+        "history": history,
+    }
+    params = settings.model_dump(exclude={"model", "device"})
+    return ItemEmbeddings.create(best_vectors, data.vocab.item_ids, name, trained_on, metrics,
+                                 device=str(device), settings=params, **(extra or {}))
+
+
+def check_trainable(name: str, data: TrainingData) -> None:
+    if data.n_items < 2:
+        raise ModelError(f"{name}: need at least 2 distinct items to train, got {data.n_items}")

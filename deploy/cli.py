@@ -160,12 +160,14 @@ def recommend(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Recommendations for one user from the current state."""
+    from deploy.models import ModelWatcher
     from deploy.runner import make_store
     from engine.recommend import Recommender
 
     settings = load_settings()
     store = make_store(settings)
-    profile, ranked = Recommender(store, settings.engine).for_user(user, k)
+    space = ModelWatcher(store.client, settings.redis.key_prefix).poll(force=True)
+    profile, ranked = Recommender(store, settings.engine, space).for_user(user, k)
     if json_out:
         payload = {
             "user_id": user,

@@ -108,10 +108,13 @@ class MemoryStore:
             return []
         now = max(epochs)
         totals: dict[str, float] = {}
+        # Like the Redis store: each partition's top `fetch` (score, then id, descending), merged.
+        fetch = n if self.partitions == 1 else 4 * n
         for part in self._parts:
             if part.popularity_epoch is None:
                 continue
-            for item, score in part.popularity.items():
+            ranked = sorted(part.popularity.items(), key=lambda kv: (kv[1], kv[0].encode()), reverse=True)
+            for item, score in ranked[:fetch]:
                 value = decayed(score, part.popularity_epoch, now, self.settings.popularity_half_life_s)
                 totals[item] = totals.get(item, 0.0) + value
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]

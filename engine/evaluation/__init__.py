@@ -1,0 +1,1 @@
+"""Offline evaluation: metrics, the next-item and prequential protocols, and baselines."""

@@ -1,0 +1,252 @@
+"""Session-aware neighbourhood recommender that learns one event at a time, in bounded memory.
+
+Two parts, blended:
+
+- **session kNN** (V-SKNN and STAN, Ludewig et al. / Garg et al.): past sessions are the
+  "users". The sessions sharing items with the current one are the candidates; the most recent
+  ``sample`` of them are compared with it. Similarity sums the weights of the shared items, where an
+  item counts ``exp(-d / position_decay)`` when it is ``d`` steps from the end of the current session,
+  optionally divided by ``len(neighbour) ** length_norm`` and discounted by the neighbour's age
+  (half-life ``recency_half_life_s``). The ``k`` most similar sessions vote for their items; within a
+  neighbour, an item ``d`` positions away from the most recent shared item (the anchor) counts
+  ``exp(-d / item_decay)``, items before the anchor a further ``before_weight``; a vote is scaled by
+  ``(1 + idf_weight * idf(item))``.
+- **sequential rules** (SR): ``item -> next item`` counts, a pair ``d`` steps apart (``d <=
+  sr_steps``) adding ``1 / d``; the current session's last item's rules vote.
+
+Both score vectors are divided by their maximum and added, SR with weight ``sr_weight``.
+
+Memory is bounded: each item keeps its ``max_item_sessions`` most recent sessions, each session its
+last ``max_session_length`` items, the model its ``max_sessions`` most recently active sessions,
+each item its ``max_rules`` strongest rules (trimmed at twice that). With ``max_item_sessions >=
+sample`` the capped index gives the same neighbours as an unbounded one.
+
+>>> from engine.events import Event
+>>> model = SessionKNN()
+>>> clicks = [("s1", "a"), ("s1", "b"), ("s2", "a"), ("s2", "b"), ("s3", "a"), ("s3", "c")]
+>>> model.learn(Event(str(n), 1e9 + n, s, i, "click", s) for n, (s, i) in enumerate(clicks))
+>>> model.recommend(Context("new", ("a",), 1e9 + 10, "new"), 2)
+['a', 'b']
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict
+from collections.abc import Collection, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from engine.evaluation.base import Context, top_k
+from engine.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKNNConfig:
+    k: int = 100  # neighbour sessions that vote
+    sample: int = 1000  # most recent candidate sessions compared
+    position_decay: float = 2.0  # current-session item weight exp(-steps from the end / this)
+    length_norm: float = 0.5  # similarity / len(neighbour) ** this (0.5: cosine-like)
+    recency_half_life_s: float | None = None  # age discount of a neighbour session; None: off
+    anchor_decay: float | None = None  # neighbour vote x exp(-steps of its anchor from the end / this)
+    item_decay: float = 3.0  # neighbour item weight exp(-|distance to anchor| / this)
+    before_weight: float = 1.0  # extra factor for neighbour items before the anchor
+    idf_weight: float = 0.0  # vote x (1 + idf_weight * log(sessions / sessions with the item))
+    sr_weight: float = 0.5  # blend weight of sequential rules (0: off)
+    sr_steps: int = 10  # rules span at most this many steps
+    reminder_weight: float = 0.0  # items of the current session + this x exp(-steps from end / decay)
+    reminder_decay: float = 1.0
+    max_item_sessions: int = 1000
+    max_session_length: int = 50
+    max_sessions: int = 500_000
+    max_rules: int = 500
+
+    def with_(self, **changes: Any) -> SessionKNNConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def session_of(event: Event) -> str:
+    return event.session_id if event.session_id is not None else event.user_id
+
+
+class SessionKNN:
+    """Incremental V-SKNN/STAN-style session neighbourhoods blended with sequential rules."""
+
+    name = "session-knn"
+
+    def __init__(self, config: SessionKNNConfig | None = None, **overrides: Any) -> None:
+        self.config = (config or SessionKNNConfig()).with_(**overrides)
+        # session -> its last items, oldest first; ordered by last activity (oldest first)
+        self.sessions: OrderedDict[str, list[str]] = OrderedDict()
+        self.session_ts: dict[str, float] = {}
+        # item -> its most recent sessions (an ordered set: oldest first)
+        self.item_sessions: dict[str, dict[str, None]] = {}
+        self.item_count: dict[str, int] = {}  # sessions that ever contained the item (idf)
+        self.distinct: dict[str, int] = {}  # session -> distinct items among its kept ones
+        self.n_sessions = 0
+        self.rules: dict[str, dict[str, float]] = {}
+
+    # --- learning --------------------------------------------------------------------------------
+
+    def learn(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.learn_one(event)
+
+    def learn_one(self, event: Event) -> None:
+        c = self.config
+        sid, item = session_of(event), event.item_id
+        seq = self.sessions.get(sid)
+        if seq is None:
+            seq = self.sessions[sid] = []
+            self.n_sessions += 1
+            if len(self.sessions) > c.max_sessions:
+                old, _ = self.sessions.popitem(last=False)
+                self.session_ts.pop(old, None)
+                self.distinct.pop(old, None)
+        else:
+            self.sessions.move_to_end(sid)
+        if c.sr_weight > 0:
+            distance = 1
+            for prev in reversed(seq[-c.sr_steps :]):
+                row = self.rules.get(prev)
+                if row is None:
+                    row = self.rules[prev] = {}
+                row[item] = row.get(item, 0.0) + 1.0 / distance
+                if len(row) > 2 * c.max_rules:
+                    _keep_strongest(row, c.max_rules)
+                distance += 1
+        index = self.item_sessions.get(item)
+        if index is None:
+            index = self.item_sessions[item] = {}
+        if sid in index:
+            del index[sid]
+        else:
+            self.item_count[item] = self.item_count.get(item, 0) + 1
+            if len(index) >= c.max_item_sessions:
+                del index[next(iter(index))]
+        index[sid] = None
+        if item not in seq:
+            self.distinct[sid] = self.distinct.get(sid, 0) + 1
+        seq.append(item)
+        if len(seq) > c.max_session_length:
+            dropped = seq.pop(0)
+            if dropped not in seq:
+                self.distinct[sid] -= 1
+        self.session_ts[sid] = event.ts
+
+    # --- scoring ---------------------------------------------------------------------------------
+
+    def neighbours(self, context: Context) -> list[tuple[str, float, int]]:
+        """The ``k`` most similar past sessions: (session, similarity, anchor position in context)."""
+        c = self.config
+        items = context.items[-c.max_session_length :]
+        n = len(items)
+        last_position: dict[str, int] = {}
+        for position, item in enumerate(items):
+            last_position[item] = position
+        own = context.session_id
+        sim: dict[str, float] = {}
+        anchor: dict[str, int] = {}
+        # in order of last occurrence, so that a session's anchor ends as its most recent shared item
+        for item, position in sorted(last_position.items(), key=lambda kv: kv[1]):
+            index = self.item_sessions.get(item)
+            if not index:
+                continue
+            weight = math.exp(-(n - 1 - position) / c.position_decay)
+            for sid in index:
+                sim[sid] = sim.get(sid, 0.0) + weight
+                anchor[sid] = position
+        sim.pop(own, None)  # type: ignore[arg-type]
+        session_ts = self.session_ts
+        if len(sim) > c.sample:
+            recent = heapq.nlargest(c.sample, sim, key=lambda s: session_ts.get(s, -math.inf))
+        else:
+            recent = list(sim)
+        now = context.ts
+        half_life = c.recency_half_life_s
+        distinct = self.distinct
+        scored: list[tuple[float, str]] = []
+        for sid in recent:
+            size = distinct.get(sid)
+            if not size:  # forgotten
+                continue
+            value = sim[sid]
+            if c.length_norm:
+                value /= size**c.length_norm
+            if half_life is not None:
+                age = max(0.0, now - session_ts[sid])
+                value *= 0.5 ** (age / half_life)
+            scored.append((value, sid))
+        best = heapq.nlargest(c.k, scored)
+        return [(sid, value, anchor[sid]) for value, sid in best]
+
+    def knn_scores(self, context: Context) -> dict[str, float]:
+        c = self.config
+        items = context.items[-c.max_session_length :]
+        scores: dict[str, float] = {}
+        inv_decay = 1.0 / c.item_decay
+        last = len(items) - 1
+        for sid, similarity, anchor_position in self.neighbours(context):
+            seq = self.sessions[sid]
+            anchor_item = items[anchor_position]
+            if c.anchor_decay is not None:
+                similarity *= math.exp(-(last - anchor_position) / c.anchor_decay)
+            # the anchor's last occurrence in the neighbour
+            at = len(seq) - 1
+            while at > 0 and seq[at] != anchor_item:
+                at -= 1
+            for position, item in enumerate(seq):
+                gap = position - at
+                weight = math.exp(-abs(gap) * inv_decay)
+                if gap < 0:
+                    weight *= c.before_weight
+                scores[item] = scores.get(item, 0.0) + similarity * weight
+        if c.idf_weight and scores:
+            total = max(self.n_sessions, 1)
+            count = self.item_count
+            for item in scores:
+                scores[item] *= 1.0 + c.idf_weight * math.log(total / max(count.get(item, 1), 1))
+        return scores
+
+    def sr_scores(self, context: Context) -> dict[str, float]:
+        if not context.items:
+            return {}
+        return self.rules.get(context.items[-1], {})
+
+    def scores(self, context: Context) -> dict[str, float]:
+        c = self.config
+        knn = self.knn_scores(context) if c.k > 0 else {}
+        sr = self.sr_scores(context) if c.sr_weight > 0 else {}
+        out: dict[str, float] = {}
+        if knn:
+            top = max(knn.values())
+            if top > 0:
+                out = {item: value / top for item, value in knn.items()}
+        if sr:
+            top = max(sr.values())
+            if top > 0:
+                weight = c.sr_weight / top
+                for item, value in sr.items():
+                    out[item] = out.get(item, 0.0) + weight * value
+        return out
+
+    def recommend(self, context: Context, k: int, exclude: Collection[str] = ()) -> list[str]:
+        scores = self.scores(context)
+        c = self.config
+        if c.reminder_weight and context.items:
+            items = context.items[-c.max_session_length :]
+            last = len(items) - 1
+            for position, item in enumerate(items):
+                scores[item] = scores.get(item, 0.0) + c.reminder_weight * math.exp(
+                    -(last - position) / c.reminder_decay
+                )
+        return top_k(scores, k, exclude)
+
+
+def _keep_strongest(row: dict[str, float], keep: int) -> None:
+    for item, _ in heapq.nsmallest(len(row) - keep, row.items(), key=lambda kv: (kv[1], kv[0])):
+        del row[item]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from engine.config import EngineSettings
 from engine.state.base import PartitionSnapshot
 from engine.verify import compare_partition

@@ -228,6 +228,7 @@ def train(
     model: Annotated[str | None, typer.Option(help="item2vec or mf (default: settings)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
     epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    items: Annotated[Path | None, typer.Option(help="item metadata (ML-100k .item) for cold items")] = None,
     publish_model: Annotated[bool, typer.Option("--publish/--no-publish", help="point workers at it")] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="write a JSON report here")] = None,
 ) -> None:
@@ -258,7 +259,15 @@ def train(
     started = time.monotonic()
     embeddings = fit(log_events, settings.train, progress)
     train_s = time.monotonic() - started
+    cold = 0
+    if items is not None:
+        from deploy.models import add_cold_items
+        from models.content import load_movielens_items
+
+        embeddings, cold = add_cold_items(embeddings, load_movielens_items(items))
+        out.print(f"{cold:,} cold items got content (TF-IDF) vectors")
     report: dict[str, object] = {
+        "cold_items": cold,
         "model": settings.train.model,
         "items": len(embeddings),
         "dim": embeddings.dim,

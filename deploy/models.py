@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 from pydantic import Field
@@ -68,6 +69,26 @@ def train(
     else:
         from models.item2vec import fit
     return fit(events, settings, progress)
+
+
+def add_cold_items(embeddings: ItemEmbeddings, items: Sequence[Any]) -> tuple[ItemEmbeddings, int]:
+    """Give items with metadata but no trained vector a content (TF-IDF) vector in the same space."""
+    from models.content import cold_items, content_embeddings
+
+    cold = cold_items(items, embeddings)
+    if not cold:
+        return embeddings, 0
+    content, _ = content_embeddings(items, trained=embeddings)
+    pos = content.positions()
+    rows = np.stack([content.vectors[pos[item.item_id]] for item in cold])
+    metadata = {k: v for k, v in embeddings.metadata.items() if k not in ("version", "content_hash", "count")}
+    merged = ItemEmbeddings.create(
+        np.concatenate([embeddings.vectors, rows]),
+        [*embeddings.item_ids, *(item.item_id for item in cold)],
+        **{k: v for k, v in metadata.items() if k != "created_at"},
+    )
+    merged.metadata["cold_items"] = len(cold)
+    return merged, len(cold)
 
 
 def _align_to(new: ItemEmbeddings, old: ItemEmbeddings) -> tuple[ItemEmbeddings, int]:

@@ -13,12 +13,13 @@ import pytest
 from consumers.offsets import group_lag
 from consumers.reader import read_topic
 from consumers.worker import Worker, WorkerSettings
-from deploy.models import ModelSettings, ModelWatcher, current, load_space, publish, train
+from deploy.models import ModelSettings, ModelWatcher, Refresher, current, load_space, publish, train
+from deploy.settings import Settings
 from engine.config import EngineSettings
 from engine.embeddings import StaticSpace, normalise, vector_from_history
 from engine.generator import generate_events
 from engine.recommend import Recommender
-from engine.state.redis_store import RedisSettings, RedisStore
+from engine.state.redis_store import RedisSettings, RedisStore, connect
 from engine.verify import verify_store
 from index.factory import IndexSettings
 from models.settings import TrainSettings
@@ -119,3 +120,31 @@ def test_refresh_swaps_without_failing_requests(
     records = read_topic(kafka_settings, kafka_settings.events_topic, store.watermarks())
     _, mismatches = verify_store(records, store, engine)
     assert mismatches == []
+
+
+def test_periodic_refresh_trains_on_the_topic_and_publishes(
+    kafka_settings: KafkaSettings, redis_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        kafka=kafka_settings,
+        redis=RedisSettings(url=redis_url),
+        engine=EngineSettings(),
+        worker=WorkerSettings(),
+        model=ModelSettings(dir=tmp_path / "models", refresh_interval_s=0.5),
+        train=TRAIN,
+        index=IndexSettings(kind="exact"),
+    )
+    events = generate_events(3000, n_users=100, n_items=200, seed=12)
+    replay_events(events, kafka_settings)
+    client = connect(settings.redis)
+    refresher = Refresher(settings, client)
+    refresher.start()
+    try:
+        _wait(lambda: len(refresher.published) >= 1, timeout=120)
+    finally:
+        refresher.stop()
+        refresher.join(timeout=120)
+    first = refresher.published[0]
+    assert current(client, "sr")["version"] in {p.version for p in refresher.published}
+    assert first.items == len({e.item_id for e in events})
+    assert load_space(first.path).version == first.version

@@ -14,7 +14,15 @@ from typing import NamedTuple, Self
 import numpy as np
 
 from engine.errors import IndexBuildError, IndexLoadError
-from index.base import SearchResult, atomic_directory, check_dim, check_queries, check_vectors, read_meta, write_meta
+from index.base import (
+    SearchResult,
+    atomic_directory,
+    check_dim,
+    check_queries,
+    check_vectors,
+    read_meta,
+    write_meta,
+)
 
 BACKEND = "exact"
 VECTORS_FILE = "vectors.npy"

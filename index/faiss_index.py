@@ -26,7 +26,15 @@ import faiss
 import numpy as np
 
 from engine.errors import IndexBuildError, IndexLoadError, VectorIndexError
-from index.base import SearchResult, atomic_directory, check_dim, check_queries, check_vectors, read_meta, write_meta
+from index.base import (
+    SearchResult,
+    atomic_directory,
+    check_dim,
+    check_queries,
+    check_vectors,
+    read_meta,
+    write_meta,
+)
 
 BACKEND = "faiss"
 INDEX_FILE = "index.faiss"

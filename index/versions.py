@@ -34,9 +34,22 @@ class Delta:
 
     ids: tuple[str, ...] = ()
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    positions: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # built once per (immutable) delta, so membership and lookups are O(1)
+        object.__setattr__(self, "positions", {item: i for i, item in enumerate(self.ids)})
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.positions
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        """The unit vector of a delta item, or None."""
+        row = self.positions.get(item_id)
+        return None if row is None else self.vectors[row]
 
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         """Exact search of already-normalised ``queries``."""
@@ -68,7 +81,7 @@ class IndexSnapshot:
         return len(self.index) + len(self.delta)
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self.index or item_id in self.delta.ids
+        return item_id in self.index or item_id in self.delta
 
     def search(self, queries: np.ndarray, k: int) -> VersionedResult:
         """Search main index and delta, merge by score; ``k`` best per query, best first."""
@@ -148,7 +161,7 @@ class VersionedIndex:
             if not fresh:
                 return 0
             new_ids = {id_list[i] for i in fresh}
-            keep = [i for i, item in enumerate(snap.delta.ids) if item not in new_ids]
+            keep = [i for i, item in enumerate(snap.delta.ids) if item not in new_ids]  # replaced ones go
             total = len(keep) + len(fresh)
             if total > self.max_delta:
                 raise IndexBuildError(

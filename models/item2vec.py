@@ -9,10 +9,15 @@ after word2vec). Per epoch:
 3. shuffled mini-batches; each positive pair gets ``negatives`` items drawn from the unigram
    distribution raised to 0.75 (word2vec's choice: popular items are likelier negatives, but
    less than proportionally);
-4. loss ``-log s(u.v) - sum log s(-u.n)``; sparse embedding gradients with SparseAdam, so a step
-   costs only the rows in the batch, whatever the catalogue size.
+4. loss ``-log s(u.v) - sum log s(-u.n)``, Adam; large catalogues get sparse embedding gradients
+   and SparseAdam, so that a step costs only the rows in the batch (``training.use_sparse``).
 
-The item vectors are the input ("centre") embeddings.
+The item vectors are the *sum* of the centre and context embeddings (as GloVe does). Centre
+vectors alone are close when items share contexts (substitutes); two items that are always used
+together but with different company stay apart. The context half adds that direct co-occurrence,
+which is what "next item" recommendation needs: on a corpus of planted pairs, centre vectors found
+the partner as nearest neighbour for 3/40 pairs, the sum for 40/40, and validation HR@20 rose
+about one point on YOOCHOOSE-100k and ML-100k.
 """
 
 from __future__ import annotations
@@ -29,19 +34,28 @@ from models.artifacts import ItemEmbeddings
 from models.base import Progress
 from models.sequences import TrainingData, prepare
 from models.settings import TrainSettings
-from models.training import autocast, check_trainable, generator, resolve_device, run_epochs
+from models.training import (
+    autocast,
+    check_trainable,
+    cpu_threads,
+    generator,
+    make_optimiser,
+    resolve_device,
+    run_epochs,
+    use_sparse,
+)
 
 NAME = "item2vec"
 DEFAULT_LR = 0.01
 
 
 class SkipGram(nn.Module):
-    """Centre and context embedding tables; the centre table holds the item vectors."""
+    """Centre and context embedding tables; an item's vector is the sum of its two rows."""
 
-    def __init__(self, n_items: int, dim: int) -> None:
+    def __init__(self, n_items: int, dim: int, sparse: bool) -> None:
         super().__init__()
-        self.centre = nn.Embedding(n_items, dim, sparse=True)
-        self.context = nn.Embedding(n_items, dim, sparse=True)
+        self.centre = nn.Embedding(n_items, dim, sparse=sparse)
+        self.context = nn.Embedding(n_items, dim, sparse=sparse)
         # word2vec's initialisation: small random centre vectors, zero context vectors.
         nn.init.uniform_(self.centre.weight, -0.5 / dim, 0.5 / dim)
         nn.init.zeros_(self.context.weight)
@@ -93,9 +107,16 @@ def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | N
     """Train on prepared sequences (lets callers reuse one :func:`prepare` for several runs)."""
     check_trainable(NAME, data)
     device = resolve_device(settings.device)
+    with cpu_threads(device, settings.cpu_threads):
+        return _train(data, settings, device, progress)
+
+
+def _train(data: TrainingData, settings: TrainSettings, device: torch.device,
+           progress: Progress | None) -> ItemEmbeddings:
     torch.manual_seed(settings.seed)
-    model = SkipGram(data.n_items, settings.dim).to(device)
-    optimiser = torch.optim.SparseAdam(list(model.parameters()), lr=settings.lr or DEFAULT_LR)
+    sparse = use_sparse(data.n_items, settings.dim)
+    model = SkipGram(data.n_items, settings.dim, sparse).to(device)
+    optimiser = make_optimiser(list(model.parameters()), sparse, settings.lr or DEFAULT_LR)
     gen = generator(device, settings.seed)
 
     # Negative sampling table: cumulative unigram^0.75 distribution, sampled by searchsorted.
@@ -134,7 +155,7 @@ def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | N
         return float(total) / max(steps, 1)  # one device sync per epoch, not per step
 
     def current_vectors() -> np.ndarray:
-        return model.centre.weight.detach().float().cpu().numpy().copy()
+        return (model.centre.weight + model.context.weight).detach().float().cpu().numpy().copy()
 
     return run_epochs(NAME, data, settings, device, train_epoch, current_vectors, progress,
                       extra={"window": settings.window})

@@ -30,6 +30,7 @@ class TrainSettings(BaseSettings):
     min_count: int = Field(1, ge=1, description="items seen fewer times get no trained vector")
     seed: int = Field(42, description="seed for initialisation, sampling and the validation split")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N")
+    cpu_threads: int = Field(1, ge=0, description="torch threads while training on CPU (0 = leave torch's setting)")
     mixed_precision: bool = Field(True, description="autocast on CUDA (never used on CPU)")
     patience: int = Field(3, ge=0, description="epochs without validation gain before stopping (0 = never stop)")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of sequences whose last item is held out")

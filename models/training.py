@@ -44,15 +44,49 @@ def generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
-    """Mixed precision on CUDA only (bfloat16 where supported: no loss scaling needed).
+def cpu_threads(device: torch.device, threads: int) -> Iterator[None]:
+    """Limit torch's intra-op threads while training on CPU, restoring the setting afterwards.
 
-    On CPU the embedding dot products are memory-bound, so reduced precision would cost accuracy
-    and determinism for no speed; training stays float32 there.
+    A training step touches a few thousand embedding rows: too little work to split across
+    threads, and OpenMP workers spin-wait, so on a busy machine two threads were measured 10-20x
+    slower than one. (The setting is process-wide: concurrent torch users see it too.)
     """
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        with torch.autocast(device_type="cuda", dtype=dtype):
+    if device.type != "cpu" or threads <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Above this many parameters per table, dense gradients (a full-table Adam update every step) cost
+# more than sparse ones (coalescing the rows of a batch); measured crossover on CPU is ~1-4M.
+SPARSE_ABOVE = 2_000_000
+
+
+def use_sparse(n_rows: int, dim: int) -> bool:
+    """Whether an embedding table should get sparse gradients (and SparseAdam)."""
+    return n_rows * dim > SPARSE_ABOVE
+
+
+def make_optimiser(params: list[torch.nn.Parameter], sparse: bool, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SparseAdam(params, lr=lr) if sparse else torch.optim.Adam(params, lr=lr)
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    """Mixed precision (bfloat16 autocast) on CUDA GPUs that support bfloat16, else float32.
+
+    bfloat16 keeps float32's exponent range, so no loss scaling is needed. Older GPUs would need
+    float16 plus a GradScaler (small embedding gradients underflow in float16); they train in
+    float32 instead. On CPU the embedding dot products are memory-bound, so reduced precision
+    would cost accuracy and determinism for no speed.
+    """
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
             yield
     else:
         yield

@@ -311,11 +311,12 @@ def demo(
         Path | None, typer.Option(help="ML-100k .inter file (default: ../shared/data or download)")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
+    train_model: Annotated[bool, typer.Option("--train/--no-train", help="train embeddings + index")] = True,
 ) -> None:
-    """The whole story on a real dataset: up, replay, run until idle, show recommendations."""
+    """The whole story on a real dataset: up, replay, train, run until idle, show recommendations."""
     from deploy.demo import run_demo
 
-    run_demo(out, console, data, limit)
+    run_demo(out, console, data, limit, train_model)
 
 
 @app.command("config")

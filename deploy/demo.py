@@ -73,7 +73,9 @@ def _dataset(
     return load_events(path, "movielens", limit=limit), titles, str(path)
 
 
-def run_demo(out: Console, console: Console, data: Path | None, limit: int | None) -> None:
+def run_demo(
+    out: Console, console: Console, data: Path | None, limit: int | None, train_model: bool = True
+) -> None:
     from consumers.reader import read_topic
     from deploy.runner import make_store, run_worker
     from deploy.settings import load_settings
@@ -98,7 +100,19 @@ def run_demo(out: Console, console: Console, data: Path | None, limit: int | Non
         replay_events(events, settings.kafka, progress=lambda n: bar.advance(task, n))
     out.print(f"produced in {time.monotonic() - started:.1f} s")
 
-    out.rule("3. engine workers: Kafka -> Redis state -> recommendations to Kafka")
+    if train_model:
+        out.rule("3. item embeddings (torch) + ANN index (FAISS), published to the workers")
+        from deploy.models import train_and_publish
+        from engine.state.redis_store import connect
+
+        published = train_and_publish(events, settings, connect(settings.redis))
+        out.print(
+            f"{settings.train.model} on {len(events):,} events: {published.items:,} items in "
+            f"{published.train_s:.1f} s; {published.index_kind} built in {published.build_s:.1f} s; "
+            f"version {published.version}"
+        )
+
+    out.rule("4. engine workers: Kafka -> Redis state -> recommendations to Kafka")
     started = time.monotonic()
     stats = run_worker(settings, until_idle=True)
     elapsed = time.monotonic() - started
@@ -109,9 +123,12 @@ def run_demo(out: Console, console: Console, data: Path | None, limit: int | Non
         f"{stats.recs_published:,} recommendation lists published to {settings.kafka.recs_topic!r}"
     )
 
-    out.rule("4. a few users: recent history next to their recommendations")
+    out.rule("5. a few users: recent history next to their recommendations")
     store = make_store(settings)
-    recommender = Recommender(store, settings.engine)
+    from deploy.models import ModelWatcher
+
+    space = ModelWatcher(store.client, settings.redis.key_prefix).poll(force=True)
+    recommender = Recommender(store, settings.engine, space)
     users = list(dict.fromkeys(e.user_id for e in reversed(events)))[:3]
     for user in users:
         profile, ranked = recommender.for_user(user, k=5)
@@ -123,7 +140,7 @@ def run_demo(out: Console, console: Console, data: Path | None, limit: int | Non
             table.add_row(seen, titles.get(rec, rec), f"{score:.3f}" if rec else "")
         out.print(table)
 
-    out.rule("5. verify: state rebuilt from the topic == state in Redis")
+    out.rule("6. verify: state rebuilt from the topic == state in Redis")
     records = read_topic(settings.kafka, settings.kafka.events_topic, upto=store.watermarks())
     _, mismatches = verify_store(records, store, settings.engine)
     out.print(

@@ -52,9 +52,17 @@ class SessionKNNConfig:
     anchor_decay: float | None = None  # neighbour vote x exp(-steps of its anchor from the end / this)
     item_decay: float = 3.0  # neighbour item weight exp(-|distance to anchor| / this)
     before_weight: float = 1.0  # extra factor for neighbour items before the anchor
+    distinct_votes: bool = False  # a neighbour votes once per item (its occurrence nearest the anchor)
     idf_weight: float = 0.0  # vote x (1 + idf_weight * log(sessions / sessions with the item))
     sr_weight: float = 0.5  # blend weight of sequential rules (0: off)
     sr_steps: int = 10  # rules span at most this many steps
+    sr_distance_power: float = 1.0  # a pair d steps apart adds 1 / d ** this
+    sr_symmetric: bool = False  # also learn the backward rule (order-free co-occurrence)
+    sr_items: int = 1  # this many most recent context items vote with their rules ...
+    sr_items_decay: float = 0.5  # ... the n-th most recent one with weight this ** n
+    sr_pop_norm: float = 0.0  # a rule's weight / (sessions with its target) ** this
+    trend_weight: float = 0.0  # + this x decayed popularity / its maximum (candidates only)
+    trend_half_life_s: float = 86_400.0
     reminder_weight: float = 0.0  # items of the current session + this x exp(-steps from end / decay)
     reminder_decay: float = 1.0
     max_item_sessions: int = 1000
@@ -89,6 +97,9 @@ class SessionKNN:
         self.distinct: dict[str, int] = {}  # session -> distinct items among its kept ones
         self.n_sessions = 0
         self.rules: dict[str, dict[str, float]] = {}
+        self.trend: dict[str, float] = {}  # forward-decayed counts relative to trend_epoch
+        self.trend_epoch: float | None = None
+        self.trend_top = 0.0
 
     # --- learning --------------------------------------------------------------------------------
 
@@ -112,13 +123,13 @@ class SessionKNN:
         if c.sr_weight > 0:
             distance = 1
             for prev in reversed(seq[-c.sr_steps :]):
-                row = self.rules.get(prev)
-                if row is None:
-                    row = self.rules[prev] = {}
-                row[item] = row.get(item, 0.0) + 1.0 / distance
-                if len(row) > 2 * c.max_rules:
-                    _keep_strongest(row, c.max_rules)
+                weight = distance**-c.sr_distance_power
+                self._add_rule(prev, item, weight)
+                if c.sr_symmetric and prev != item:
+                    self._add_rule(item, prev, weight)
                 distance += 1
+        if c.trend_weight > 0:
+            self._add_trend(item, event.ts)
         index = self.item_sessions.get(item)
         if index is None:
             index = self.item_sessions[item] = {}
@@ -137,6 +148,30 @@ class SessionKNN:
             if dropped not in seq:
                 self.distinct[sid] -= 1
         self.session_ts[sid] = event.ts
+
+    def _add_rule(self, source: str, target: str, weight: float) -> None:
+        row = self.rules.get(source)
+        if row is None:
+            row = self.rules[source] = {}
+        row[target] = row.get(target, 0.0) + weight
+        if len(row) > 2 * self.config.max_rules:
+            _keep_strongest(row, self.config.max_rules)
+
+    def _add_trend(self, item: str, ts: float) -> None:
+        half_life = self.config.trend_half_life_s
+        if self.trend_epoch is None:
+            self.trend_epoch = ts
+        exponent = (ts - self.trend_epoch) / half_life
+        if exponent > 60.0:  # rebase before the weights overflow
+            scale = 2.0**-exponent
+            for key in self.trend:
+                self.trend[key] *= scale
+            self.trend_top *= scale
+            self.trend_epoch, exponent = ts, 0.0
+        value = self.trend.get(item, 0.0) + 2.0**exponent
+        self.trend[item] = value
+        if value > self.trend_top:
+            self.trend_top = value
 
     # --- scoring ---------------------------------------------------------------------------------
 
@@ -184,14 +219,19 @@ class SessionKNN:
         best = heapq.nlargest(c.k, scored)
         return [(sid, value, anchor[sid]) for value, sid in best]
 
-    def knn_scores(self, context: Context) -> dict[str, float]:
+    def knn_scores(self, context: Context, votes: dict[str, float] | None = None) -> dict[str, float]:
+        """Neighbour votes per item; ``votes``, when given, also gets each item's share of neighbours."""
         c = self.config
         items = context.items[-c.max_session_length :]
         scores: dict[str, float] = {}
         inv_decay = 1.0 / c.item_decay
         last = len(items) - 1
-        for sid, similarity, anchor_position in self.neighbours(context):
+        neighbours = self.neighbours(context)
+        for sid, similarity, anchor_position in neighbours:
             seq = self.sessions[sid]
+            if votes is not None:
+                for item in set(seq):
+                    votes[item] = votes.get(item, 0.0) + 1.0 / len(neighbours)
             anchor_item = items[anchor_position]
             if c.anchor_decay is not None:
                 similarity *= math.exp(-(last - anchor_position) / c.anchor_decay)
@@ -199,6 +239,16 @@ class SessionKNN:
             at = len(seq) - 1
             while at > 0 and seq[at] != anchor_item:
                 at -= 1
+            if c.distinct_votes:
+                best: dict[str, float] = {}
+                for position, item in enumerate(seq):
+                    gap = position - at
+                    weight = math.exp(-abs(gap) * inv_decay) * (c.before_weight if gap < 0 else 1.0)
+                    if weight > best.get(item, 0.0):
+                        best[item] = weight
+                for item, weight in best.items():
+                    scores[item] = scores.get(item, 0.0) + similarity * weight
+                continue
             for position, item in enumerate(seq):
                 gap = position - at
                 weight = math.exp(-abs(gap) * inv_decay)
@@ -212,10 +262,46 @@ class SessionKNN:
                 scores[item] *= 1.0 + c.idf_weight * math.log(total / max(count.get(item, 1), 1))
         return scores
 
-    def sr_scores(self, context: Context) -> dict[str, float]:
-        if not context.items:
-            return {}
-        return self.rules.get(context.items[-1], {})
+    def sr_scores(self, context: Context, back: int | None = None) -> dict[str, float]:
+        """Rule votes of the most recent context items (``sr_items`` of them, decayed), or of the
+        ``back``-th last item alone."""
+        c = self.config
+        items = context.items
+        if back is not None:
+            row = self.rules.get(items[-back], {}) if len(items) >= back else {}
+            sources = [(row, 1.0)]
+        else:
+            sources = []
+            weight = 1.0
+            seen: set[str] = set()
+            for item in reversed(items):
+                if item in seen:
+                    continue
+                seen.add(item)
+                row = self.rules.get(item)
+                if row:
+                    sources.append((row, weight))
+                weight *= c.sr_items_decay
+                if len(seen) >= c.sr_items:
+                    break
+        if len(sources) == 1 and sources[0][1] == 1.0 and not c.sr_pop_norm:
+            return sources[0][0]
+        out: dict[str, float] = {}
+        for row, weight in sources:
+            for target, value in row.items():
+                out[target] = out.get(target, 0.0) + weight * value
+        if c.sr_pop_norm:
+            count = self.item_count
+            for target in out:
+                out[target] /= max(count.get(target, 1), 1) ** c.sr_pop_norm
+        return out
+
+    def reminder_scores(self, context: Context) -> dict[str, float]:
+        """``exp(-steps from the end / reminder_decay)`` of each item's last occurrence in the context."""
+        c = self.config
+        items = context.items[-c.max_session_length :]
+        last = len(items) - 1
+        return {item: math.exp(-(last - position) / c.reminder_decay) for position, item in enumerate(items)}
 
     def scores(self, context: Context) -> dict[str, float]:
         c = self.config
@@ -232,19 +318,18 @@ class SessionKNN:
                 weight = c.sr_weight / top
                 for item, value in sr.items():
                     out[item] = out.get(item, 0.0) + weight * value
+        if c.reminder_weight:
+            for item, value in self.reminder_scores(context).items():
+                out[item] = out.get(item, 0.0) + c.reminder_weight * value
+        if c.trend_weight and self.trend_top > 0:
+            weight = c.trend_weight / self.trend_top
+            trend = self.trend
+            for item in out:
+                out[item] += weight * trend.get(item, 0.0)
         return out
 
     def recommend(self, context: Context, k: int, exclude: Collection[str] = ()) -> list[str]:
-        scores = self.scores(context)
-        c = self.config
-        if c.reminder_weight and context.items:
-            items = context.items[-c.max_session_length :]
-            last = len(items) - 1
-            for position, item in enumerate(items):
-                scores[item] = scores.get(item, 0.0) + c.reminder_weight * math.exp(
-                    -(last - position) / c.reminder_decay
-                )
-        return top_k(scores, k, exclude)
+        return top_k(self.scores(context), k, exclude)
 
 
 def _keep_strongest(row: dict[str, float], keep: int) -> None:

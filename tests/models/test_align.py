@@ -79,3 +79,39 @@ def test_align_embeddings_records_provenance() -> None:
     assert aligned.metadata["unaligned_version"] == new.version != aligned.version
     assert aligned.metadata["alignment"]["error_after"] < 0.01
     assert aligned.item_ids == new.item_ids
+
+
+def test_stored_user_vectors_stay_useful_across_a_retrain() -> None:
+    """Two trainings (different seeds, later data) of BPR-MF on ML-100k: a user vector stored in
+    the old space, searched in the new one, finds what the user's recomputed vector finds - only
+    after alignment."""
+    from models import mf
+    from models.settings import TrainSettings
+    from tests.models.ml100k import ml100k_events
+
+    events = ml100k_events()
+    settings = TrainSettings(dim=32, epochs=5, patience=0, device="cpu", validation_fraction=0.0)
+    old = mf.fit(events[:80_000], settings.model_copy(update={"seed": 1}))
+    new = mf.fit(events, settings.model_copy(update={"seed": 2}))
+    aligned, shared = align_embeddings(new, old)
+    assert shared >= 1500
+
+    history: dict[str, list[str]] = {}
+    for event in events[:80_000]:
+        history.setdefault(event.user_id, []).append(event.item_id)
+    users = sorted(history)[:200]
+
+    def user_vector(space: ItemEmbeddings, user: str) -> np.ndarray:
+        pos = space.positions()
+        return unit(space.vectors[[pos[i] for i in history[user][-20:] if i in pos]]).mean(axis=0)
+
+    def top(space: ItemEmbeddings, query: np.ndarray, k: int = 20) -> set[str]:
+        return {space.item_ids[i] for i in np.argsort(-(unit(space.vectors) @ query))[:k]}
+
+    def overlap(space: ItemEmbeddings) -> float:
+        return float(np.mean([len(top(space, user_vector(old, u)) & top(space, user_vector(space, u))) / 20
+                              for u in users]))
+
+    with_alignment, without = overlap(aligned), overlap(new)
+    print(f"\noverlap@20 old-vs-recomputed user vector: aligned {with_alignment:.3f}, unaligned {without:.3f}")
+    assert with_alignment > 0.5 and with_alignment > without + 0.3, (with_alignment, without)

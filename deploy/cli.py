@@ -251,13 +251,18 @@ def train(
     )
     history: list[dict[str, float | None]] = []
 
-    def progress(epoch: int, loss: float, metric: float | None) -> None:
-        history.append({"epoch": epoch, "loss": loss, "validation_hr": metric})
-        shown = f", validation HR@{settings.train.eval_k} {metric:.4f}" if metric is not None else ""
-        console.print(f"epoch {epoch}: loss {loss:.4f}{shown}")
-
     started = time.monotonic()
-    embeddings = fit(log_events, settings.train, progress)
+    with _progress() as bar:
+        task = bar.add_task("epochs", total=settings.train.epochs)
+
+        def progress(epoch: int, loss: float, metric: float | None) -> None:
+            history.append({"epoch": epoch, "loss": loss, "validation_hr": metric})
+            shown = f", validation HR@{settings.train.eval_k} {metric:.4f}" if metric is not None else ""
+            bar.console.print(f"epoch {epoch}: loss {loss:.4f}{shown}")
+            bar.update(task, completed=epoch)
+
+        embeddings = fit(log_events, settings.train, progress)
+        bar.update(task, completed=settings.train.epochs)  # early stopping ends the bar too
     train_s = time.monotonic() - started
     cold = 0
     if items is not None:

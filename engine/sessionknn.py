@@ -61,6 +61,7 @@ class SessionKNNConfig:
     sr_items: int = 1  # this many most recent context items vote with their rules ...
     sr_items_decay: float = 0.5  # ... the n-th most recent one with weight this ** n
     sr_pop_norm: float = 0.0  # a rule's weight / (sessions with its target) ** this
+    sr_row_norm: bool = False  # divide each voting item's rules by their maximum first
     trend_weight: float = 0.0  # + this x decayed popularity / its maximum (candidates only)
     trend_half_life_s: float = 86_400.0
     reminder_weight: float = 0.0  # items of the current session + this x exp(-steps from end / decay)
@@ -280,7 +281,7 @@ class SessionKNN:
                 seen.add(item)
                 row = self.rules.get(item)
                 if row:
-                    sources.append((row, weight))
+                    sources.append((row, weight / max(row.values()) if c.sr_row_norm else weight))
                 weight *= c.sr_items_decay
                 if len(seen) >= c.sr_items:
                     break

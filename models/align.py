@@ -59,7 +59,9 @@ def _mean_cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
 def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """The orthogonal ``R`` minimising ``||source @ R - target||`` (rows are paired points)."""
     if source.shape != target.shape or source.ndim != 2:
-        raise ModelError(f"procrustes needs two [n, d] arrays of one shape, got {source.shape} and {target.shape}")
+        raise ModelError(
+            f"procrustes needs two [n, d] arrays of one shape, got {source.shape} and {target.shape}"
+        )
     # float64 for the SVD: the rotation must be orthogonal to machine precision, or repeated
     # refreshes would slowly shrink or stretch the space.
     u, _, vt = np.linalg.svd(source.astype(np.float64).T @ target.astype(np.float64))
@@ -91,7 +93,9 @@ def align(
     pairs = [(i, old_pos[item]) for i, item in enumerate(new_ids) if item in old_pos]
     needed = new.shape[1] if min_shared is None else min_shared
     if len(pairs) < max(needed, 1):
-        raise ModelError(f"only {len(pairs)} items are shared by both spaces; aligning needs at least {needed}")
+        raise ModelError(
+            f"only {len(pairs)} items are shared by both spaces; aligning needs at least {needed}"
+        )
     rows_new = np.array([i for i, _ in pairs], dtype=np.int64)
     rows_old = np.array([j for _, j in pairs], dtype=np.int64)
     source, target = new[rows_new], old[rows_old]
@@ -108,7 +112,9 @@ def align(
     )
 
 
-def align_embeddings(new: ItemEmbeddings, old: ItemEmbeddings, **options: object) -> tuple[ItemEmbeddings, int]:
+def align_embeddings(
+    new: ItemEmbeddings, old: ItemEmbeddings, **options: object
+) -> tuple[ItemEmbeddings, int]:
     """:func:`align` for artefacts: the new embeddings rotated, and how many shared items fixed it.
 
     The errors before/after go into ``metadata["alignment"]``; use :func:`align` for the rotation.
@@ -124,7 +130,10 @@ def align_embeddings(new: ItemEmbeddings, old: ItemEmbeddings, **options: object
         "content_hash": content_hash(result.vectors, new.item_ids),
         "unaligned_version": new.version,
         "aligned_to": old.version,
-        "alignment": {"shared": result.shared, "error_before": round(result.error_before, 6),
-                      "error_after": round(result.error_after, 6)},
+        "alignment": {
+            "shared": result.shared,
+            "error_before": round(result.error_before, 6),
+            "error_after": round(result.error_after, 6),
+        },
     }
     return ItemEmbeddings(result.vectors, list(new.item_ids), metadata), result.shared

@@ -94,7 +94,9 @@ def load_movielens_items(path: Path | str) -> list[ItemText]:
             continue
         fields = line.split("\t")
         if len(fields) != len(header):
-            raise ModelError(f"{path.name}, line {line_num}: expected {len(header)} fields, got {len(fields)}")
+            raise ModelError(
+                f"{path.name}, line {line_num}: expected {len(header)} fields, got {len(fields)}"
+            )
         item_id = fields[i_id].strip()
         if not item_id:
             raise ModelError(f"{path.name}, line {line_num}: empty item_id")
@@ -133,7 +135,7 @@ class SparseRows:
 
     def rows(self, start: int, stop: int) -> SparseRows:
         a, b = int(self.indptr[start]), int(self.indptr[stop])
-        return SparseRows(self.indptr[start:stop + 1] - a, self.indices[a:b], self.data[a:b], self.n_cols)
+        return SparseRows(self.indptr[start : stop + 1] - a, self.indices[a:b], self.data[a:b], self.n_cols)
 
     def dot(self, dense: np.ndarray) -> np.ndarray:
         """``self @ dense`` for a dense [n_cols, d] matrix."""
@@ -202,7 +204,9 @@ class TfidfModel:
                 if col is not None:
                     counts[col] = counts.get(col, 0) + 1
             cols = np.fromiter(sorted(counts), dtype=np.int64, count=len(counts))
-            weights = (1.0 + np.log(np.array([counts[c] for c in cols.tolist()], dtype=np.float32))) * self.idf[cols]
+            weights = (
+                1.0 + np.log(np.array([counts[c] for c in cols.tolist()], dtype=np.float32))
+            ) * self.idf[cols]
             norm = float(np.linalg.norm(weights))
             indices.append(cols)
             data.append(weights / norm if norm > 0 else weights)
@@ -273,7 +277,7 @@ class ContentProjector:
             z = part.dot(reduce) if reduce is not None else part.to_dense().astype(np.float64)
             z = np.hstack([z, np.ones((len(z), 1))])  # the last column fits an intercept
             gram += z.T @ z
-            cross += z.T @ y[start:start + len(z)]
+            cross += z.T @ y[start : start + len(z)]
         penalty = np.full(r + 1, reg)
         penalty[-1] = 1e-6  # do not shrink the intercept (the mean direction of the space)
         solution = np.linalg.solve(gram + np.diag(penalty), cross)
@@ -287,7 +291,7 @@ class ContentProjector:
         out = np.empty((len(x), self.dim), dtype=np.float32)
         for start in range(0, len(x), _CHUNK):
             part = x.rows(start, min(start + _CHUNK, len(x)))
-            out[start:start + len(part)] = part.dot(self.weights) + self.intercept
+            out[start : start + len(part)] = part.dot(self.weights) + self.intercept
         return _unit(out)
 
 
@@ -331,9 +335,13 @@ def content_embeddings(
         truth = _unit(trained.vectors[[pos[items[i].item_id] for i in rows]])
         metrics["warm_cosine"] = round(float(np.mean(np.sum(vectors[rows] * truth, axis=1))), 6)
     embeddings = ItemEmbeddings.create(
-        vectors, [item.item_id for item in items], NAME,
-        trained_on={"items": len(items), "vocabulary": len(tfidf)}, metrics=metrics,
-        projection=projector.method, space=trained.version if trained is not None else None,
+        vectors,
+        [item.item_id for item in items],
+        NAME,
+        trained_on={"items": len(items), "vocabulary": len(tfidf)},
+        metrics=metrics,
+        projection=projector.method,
+        space=trained.version if trained is not None else None,
     )
     return embeddings, projector
 

@@ -90,14 +90,20 @@ def sample_negatives(
 def training_data(source: Sequence[Event] | Sequence[Sequence[str]], settings: TrainSettings) -> TrainingData:
     """:func:`models.sequences.prepare` for events, or the same steps for ready-made sequences."""
     if not source or isinstance(source[0], Event):
-        return prepare(source, settings.min_count, settings.validation_fraction,  # type: ignore[arg-type]
-                       settings.seed, settings.max_validation)
+        return prepare(
+            source,  # type: ignore[arg-type]  # a list of events here
+            settings.min_count,
+            settings.validation_fraction,
+            settings.seed,
+            settings.max_validation,
+        )
     if isinstance(source[0], str):
         raise ModelError("sequences must be a list of item-id lists, not a list of strings")
     vocab = Vocabulary.build(source, settings.min_count)
     encoded = [enc for enc in (vocab.encode(s) for s in source) if len(enc)]
-    train, prev, target = split_validation(encoded, settings.validation_fraction, settings.seed,
-                                           settings.max_validation)
+    train, prev, target = split_validation(
+        encoded, settings.validation_fraction, settings.seed, settings.max_validation
+    )
     return TrainingData(vocab, train, prev, target, sum(len(s) for s in source))
 
 
@@ -119,8 +125,9 @@ def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | N
         return _train(data, settings, device, progress)
 
 
-def _train(data: TrainingData, settings: TrainSettings, device: torch.device,
-           progress: Progress | None) -> ItemEmbeddings:
+def _train(
+    data: TrainingData, settings: TrainSettings, device: torch.device, progress: Progress | None
+) -> ItemEmbeddings:
     users, items = interactions(data)
     if len(users) == 0:
         raise ModelError(f"{NAME}: no interactions to train on")
@@ -151,5 +158,13 @@ def _train(data: TrainingData, settings: TrainSettings, device: torch.device,
     def current_vectors() -> np.ndarray:
         return model.item.weight.detach().float().cpu().numpy().copy()
 
-    return run_epochs(NAME, data, settings, device, train_epoch, current_vectors, progress,
-                      extra={"interactions": int(len(users)), "users": len(data.train)})
+    return run_epochs(
+        NAME,
+        data,
+        settings,
+        device,
+        train_epoch,
+        current_vectors,
+        progress,
+        extra={"interactions": int(len(users)), "users": len(data.train)},
+    )

@@ -102,8 +102,10 @@ def test_delta_items_are_found_and_merged_by_score() -> None:
     assert holder.search(-new[0], 1).ids == [["new0"]]
     # Exact reference over main + delta gives the same top-10.
     reference = ExactIndex(DIM)
-    reference.build(np.vstack([main_vectors, -new[:1], new[1:]]),
-                    [f"v1:{i}" for i in range(200)] + [f"new{i}" for i in range(5)])
+    reference.build(
+        np.vstack([main_vectors, -new[:1], new[1:]]),
+        [f"v1:{i}" for i in range(200)] + [f"new{i}" for i in range(5)],
+    )
     queries = unit_rows(20, 8)
     assert holder.search(queries, 10).ids == reference.search(queries, 10)[0]
 

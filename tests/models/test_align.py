@@ -109,9 +109,14 @@ def test_stored_user_vectors_stay_useful_across_a_retrain() -> None:
         return {space.item_ids[i] for i in np.argsort(-(unit(space.vectors) @ query))[:k]}
 
     def overlap(space: ItemEmbeddings) -> float:
-        return float(np.mean([len(top(space, user_vector(old, u)) & top(space, user_vector(space, u))) / 20
-                              for u in users]))
+        return float(
+            np.mean(
+                [len(top(space, user_vector(old, u)) & top(space, user_vector(space, u))) / 20 for u in users]
+            )
+        )
 
     with_alignment, without = overlap(aligned), overlap(new)
-    print(f"\noverlap@20 old-vs-recomputed user vector: aligned {with_alignment:.3f}, unaligned {without:.3f}")
+    print(
+        f"\noverlap@20 old-vs-recomputed user vector: aligned {with_alignment:.3f}, unaligned {without:.3f}"
+    )
     assert with_alignment > 0.5 and with_alignment > without + 0.3, (with_alignment, without)

@@ -15,8 +15,13 @@ from models.artifacts import ItemEmbeddings, latest_version, load, load_latest
 
 def make(n: int = 6, dim: int = 4, seed: int = 0, model: str = "item2vec") -> ItemEmbeddings:
     vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-    return ItemEmbeddings.create(vectors, [f"i{k}" for k in range(n)], model,
-                                 trained_on={"events": 10}, metrics={"hr@20": np.float64(0.25)})
+    return ItemEmbeddings.create(
+        vectors,
+        [f"i{k}" for k in range(n)],
+        model,
+        trained_on={"events": 10},
+        metrics={"hr@20": np.float64(0.25)},
+    )
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -41,8 +41,16 @@ def test_loads_the_movielens_item_file(items) -> None:
     assert by_id["1"] == ItemText("1", "Toy Story", ("Animation", "Children's", "Comedy"), 1995)
     assert by_id["172"].title == "Empire Strikes Back, The" and "Sci-Fi" in by_id["172"].categories
     assert by_id["267"].title == "" and by_id["267"].year is None  # "unkonwn" in the file
-    assert by_id["50"].tokens() == ["t:star", "t:wars", "c:action", "c:adventure", "c:romance",
-                                    "c:sci-fi", "c:war", "d:1970s"]
+    assert by_id["50"].tokens() == [
+        "t:star",
+        "t:wars",
+        "c:action",
+        "c:adventure",
+        "c:romance",
+        "c:sci-fi",
+        "c:war",
+        "d:1970s",
+    ]
 
 
 def test_loader_errors(tmp_path: Path) -> None:
@@ -98,8 +106,11 @@ def test_cold_items_land_near_their_trained_position(items) -> None:
     order = np.random.default_rng(1).permutation(len(warm))
     held, fit_on = [warm[i] for i in order[:300]], [warm[i] for i in order[300:]]
     tfidf = TfidfModel.fit([item.tokens() for item in items], min_df=2)
-    projector = ContentProjector.fit(tfidf, tfidf.transform([i.tokens() for i in fit_on]),
-                                     trained.vectors[[pos[i.item_id] for i in fit_on]])
+    projector = ContentProjector.fit(
+        tfidf,
+        tfidf.transform([i.tokens() for i in fit_on]),
+        trained.vectors[[pos[i.item_id] for i in fit_on]],
+    )
     predicted = projector.transform([item.tokens() for item in held])
     unit = trained.vectors / np.linalg.norm(trained.vectors, axis=1, keepdims=True)
     truth = unit[[pos[item.item_id] for item in held]]
@@ -137,8 +148,10 @@ def test_random_projection_keeps_similarities(items, tfidf_space) -> None:
 
 
 def test_content_from_event_categories() -> None:
-    events = [Event(f"e{i}", 1.7e9 + i, "u", item, "view", category=cat)
-              for i, (item, cat) in enumerate([("p1", "shoes"), ("p2", "shoes"), ("p3", "hats"), ("p1", "sale")])]
+    events = [
+        Event(f"e{i}", 1.7e9 + i, "u", item, "view", category=cat)
+        for i, (item, cat) in enumerate([("p1", "shoes"), ("p2", "shoes"), ("p3", "hats"), ("p1", "sale")])
+    ]
     texts = texts_from_events(events)
     assert texts[0] == ItemText("p1", "", ("shoes", "sale"))
     embeddings, _ = content_embeddings(texts, dim=8, min_df=1)

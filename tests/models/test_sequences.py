@@ -14,8 +14,12 @@ def ev(n: int, ts: float, user: str, item: str, session: str | None = None) -> E
 
 def test_sequences_per_session_else_per_user_in_time_order() -> None:
     events = [
-        ev(0, 5, "u1", "c"), ev(1, 1, "u1", "a"), ev(2, 3, "u1", "b"),  # user u1, out of order
-        ev(3, 2, "u2", "x", "s9"), ev(4, 4, "u2", "y", "s9"), ev(5, 6, "u2", "z", "s10"),
+        ev(0, 5, "u1", "c"),
+        ev(1, 1, "u1", "a"),
+        ev(2, 3, "u1", "b"),  # user u1, out of order
+        ev(3, 2, "u2", "x", "s9"),
+        ev(4, 4, "u2", "y", "s9"),
+        ev(5, 6, "u2", "z", "s10"),
         ev(6, 7, "s9", "q"),  # a *user* called "s9" is not session "s9"
     ]
     assert build_sequences(events) == [["a", "b", "c"], ["x", "y"], ["z"], ["q"]]

@@ -33,8 +33,10 @@ def paired_corpus(n_sequences: int = 2000, seed: int = 0) -> tuple[list[Event], 
         at = int(rng.integers(0, len(seq) + 1))
         seq[at:at] = [f"a{k}", f"b{k}"] if rng.random() < 0.5 else [f"b{k}", f"a{k}"]
         sequences.append(seq)
-        events += [Event(f"e{s}-{t}", 1.7e9 + s * 10 + t, f"u{s % 500}", item, "click", session_id=f"s{s}")
-                   for t, item in enumerate(seq)]
+        events += [
+            Event(f"e{s}-{t}", 1.7e9 + s * 10 + t, f"u{s % 500}", item, "click", session_id=f"s{s}")
+            for t, item in enumerate(seq)
+        ]
     return events, sequences
 
 
@@ -82,8 +84,9 @@ def test_same_seed_same_vectors(name: str, corpus) -> None:
 def test_progress_and_early_stopping(name: str, corpus) -> None:
     events, _ = corpus
     reports: list[tuple[int, float, float | None]] = []
-    emb = TRAINERS[name](events, quick(epochs=40, patience=2),
-                         progress=lambda e, loss, m: reports.append((e, loss, m)))
+    emb = TRAINERS[name](
+        events, quick(epochs=40, patience=2), progress=lambda e, loss, m: reports.append((e, loss, m))
+    )
     metrics = emb.metadata["metrics"]
     assert [r[0] for r in reports] == list(range(1, len(reports) + 1))
     assert all(np.isfinite(loss) and 0.0 <= m <= 1.0 for _, loss, m in reports)  # type: ignore[operator]
@@ -129,7 +132,9 @@ def test_explicit_cuda_without_cuda_is_a_clear_error(corpus) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
+)
 @pytest.mark.parametrize("name", list(TRAINERS))
 def test_gpu_training_with_mixed_precision(name: str) -> None:
     """Both models on ML-100k on the GPU (autocast on): as good as the CPU path, and timed."""
@@ -140,7 +145,9 @@ def test_gpu_training_with_mixed_precision(name: str) -> None:
     seconds = time.perf_counter() - started
     assert gpu.metadata["device"].startswith("cuda")
     cpu = TRAINERS[name](events, settings.model_copy(update={"device": "cpu"}))
-    print(f"\n{name} ML-100k: GPU {seconds:.1f}s hr@20 {gpu.metadata['metrics']['hr@20']:.3f}; "
-          f"CPU {cpu.metadata['metrics']['train_seconds']:.1f}s hr@20 {cpu.metadata['metrics']['hr@20']:.3f}")
+    print(
+        f"\n{name} ML-100k: GPU {seconds:.1f}s hr@20 {gpu.metadata['metrics']['hr@20']:.3f}; "
+        f"CPU {cpu.metadata['metrics']['train_seconds']:.1f}s hr@20 {cpu.metadata['metrics']['hr@20']:.3f}"
+    )
     assert gpu.metadata["metrics"]["hr@20"] >= 0.8 * cpu.metadata["metrics"]["hr@20"]
     assert np.all(np.isfinite(gpu.vectors))

@@ -30,13 +30,17 @@ def recall_at(k: int, approx: list[list[str]], exact: list[list[str]]) -> float:
     return float(np.mean([len(set(a[:k]) & set(e[:k])) / k for a, e in zip(approx, exact, strict=True)]))
 
 
-@pytest.mark.parametrize(("kind", "compression", "floor"), [
-    ("hnsw", None, 0.95),  # the bar
-    ("hnsw", "sq8", 0.90),
-    ("ivf", None, 0.90),
-])
-def test_recall_at_10_against_exact(embeddings: ItemEmbeddings, kind: str, compression: str | None,
-                                    floor: float) -> None:
+@pytest.mark.parametrize(
+    ("kind", "compression", "floor"),
+    [
+        ("hnsw", None, 0.95),  # the bar
+        ("hnsw", "sq8", 0.90),
+        ("ivf", None, 0.90),
+    ],
+)
+def test_recall_at_10_against_exact(
+    embeddings: ItemEmbeddings, kind: str, compression: str | None, floor: float
+) -> None:
     exact = make_index("exact", None, embeddings.dim)
     exact.build(embeddings.vectors, embeddings.item_ids)
     ann = make_index(kind, compression, embeddings.dim)

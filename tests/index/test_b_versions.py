@@ -34,8 +34,9 @@ def test_swap_under_concurrent_queries() -> None:
     n = 300
     base = unit_rows(n, 0)
     # Version v holds items "v<v>-<i>"; alternate backends so both kinds are swapped in and out.
-    versions = {f"v{v}": built("hnsw" if v % 2 else "exact", [f"v{v}-{i}" for i in range(n)], base)
-                for v in range(51)}
+    versions = {
+        f"v{v}": built("hnsw" if v % 2 else "exact", [f"v{v}-{i}" for i in range(n)], base) for v in range(51)
+    }
     served = VersionedIndex("v0", versions["v0"])
     queries = unit_rows(8, 1)
     errors: list[BaseException] = []

@@ -14,8 +14,14 @@ from models.artifacts import ItemEmbeddings, latest_version, load, load_latest, 
 
 def sample(n: int = 5, dim: int = 4, seed: int = 0, **meta) -> ItemEmbeddings:
     rng = np.random.default_rng(seed)
-    return ItemEmbeddings.create(rng.normal(size=(n, dim)), [f"i{i}" for i in range(n)], "item2vec",
-                                 trained_on={"events": 10}, metrics={"hr@20": np.float64(0.5)}, **meta)
+    return ItemEmbeddings.create(
+        rng.normal(size=(n, dim)),
+        [f"i{i}" for i in range(n)],
+        "item2vec",
+        trained_on={"events": 10},
+        metrics={"hr@20": np.float64(0.5)},
+        **meta,
+    )
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -43,8 +49,9 @@ def test_version_is_time_then_content_hash() -> None:
 def test_latest_version_skips_temporaries(tmp_path: Path) -> None:
     assert latest_version(tmp_path) is None and latest_version(tmp_path / "missing") is None
     first = sample(seed=1)
-    second = ItemEmbeddings(first.vectors, first.item_ids,
-                            {**first.metadata, "version": "29991231T235959999Z-deadbeef"})
+    second = ItemEmbeddings(
+        first.vectors, first.item_ids, {**first.metadata, "version": "29991231T235959999Z-deadbeef"}
+    )
     first.save(tmp_path)
     second.save(tmp_path)
     (tmp_path / ".29991231T235959999Z-ffff.tmp-1234").mkdir()  # an interrupted save
@@ -62,10 +69,23 @@ def test_saving_twice_is_idempotent_but_never_overwrites(tmp_path: Path) -> None
         other.save(tmp_path)
 
 
-@pytest.mark.parametrize("damage", [
-    "vectors_rows", "vectors_dtype", "vectors_1d", "object_array", "truncated", "ids_duplicate",
-    "ids_count", "meta_dim", "meta_json", "missing_items", "bit_flip", "nan",
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "vectors_rows",
+        "vectors_dtype",
+        "vectors_1d",
+        "object_array",
+        "truncated",
+        "ids_duplicate",
+        "ids_count",
+        "meta_dim",
+        "meta_json",
+        "missing_items",
+        "bit_flip",
+        "nan",
+    ],
+)
 def test_load_rejects_damaged_artefacts(tmp_path: Path, damage: str) -> None:
     path = sample().save(tmp_path)
     vec, items, meta = path / "vectors.npy", path / "items.json", path / "meta.json"

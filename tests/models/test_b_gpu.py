@@ -52,8 +52,16 @@ def test_trains_on_cuda_with_mixed_precision(events, module) -> None:
     if record:
         path = Path(record)
         rows = json.loads(path.read_text()) if path.exists() else []
-        rows.append({"model": gpu.model, "device": torch.cuda.get_device_name(0), "gpu_s": round(gpu_s, 2),
-                     "cpu_s": round(cpu_s, 2), "gpu_hr@20": gpu_hr, "cpu_hr@20": cpu_hr,
-                     "gpu_epochs": gpu.metadata["metrics"]["epochs_run"],
-                     "cpu_epochs": cpu.metadata["metrics"]["epochs_run"]})
+        rows.append(
+            {
+                "model": gpu.model,
+                "device": torch.cuda.get_device_name(0),
+                "gpu_s": round(gpu_s, 2),
+                "cpu_s": round(cpu_s, 2),
+                "gpu_hr@20": gpu_hr,
+                "cpu_hr@20": cpu_hr,
+                "gpu_epochs": gpu.metadata["metrics"]["epochs_run"],
+                "cpu_epochs": cpu.metadata["metrics"]["epochs_run"],
+            }
+        )
         path.write_text(json.dumps(rows, indent=2))

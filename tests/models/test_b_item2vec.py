@@ -58,7 +58,9 @@ def test_item2vec_learns_co_occurrence(events: list[Event]) -> None:
             near = neighbours(emb.vectors, emb.item_ids, item, PER_GROUP - 1)
             in_group += [n.startswith(f"g{g}-") for n in near]
     assert np.mean(in_group) >= 0.95, f"only {np.mean(in_group):.2f} of neighbours share the group"
-    assert emb.metadata["metrics"]["hr@20"] is not None and emb.metadata["trained_on"]["events"] == len(events)
+    assert emb.metadata["metrics"]["hr@20"] is not None and emb.metadata["trained_on"]["events"] == len(
+        events
+    )
 
 
 @pytest.mark.parametrize("module", [item2vec, mf], ids=["item2vec", "mf"])
@@ -101,8 +103,9 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
         return 1.0 / epoch
 
     settings = TrainSettings(epochs=5, patience=2, eval_k=1)
-    emb = run_epochs("fake", fake_data(), settings, torch.device("cpu"), train_epoch,
-                     lambda: plan[epoch_seen[-1]].copy())
+    emb = run_epochs(
+        "fake", fake_data(), settings, torch.device("cpu"), train_epoch, lambda: plan[epoch_seen[-1]].copy()
+    )
     assert epoch_seen == [1, 2, 3, 4]
     assert emb.metadata["metrics"]["best_epoch"] == 2 and emb.metadata["metrics"]["hr@1"] == 1.0
     np.testing.assert_array_equal(emb.vectors, good)
@@ -110,8 +113,14 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 
 def test_diverging_loss_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="diverged"):
-        run_epochs("fake", fake_data(), TrainSettings(epochs=2), torch.device("cpu"),
-                   lambda epoch: float("nan"), lambda: np.zeros((4, 2), dtype=np.float32))
+        run_epochs(
+            "fake",
+            fake_data(),
+            TrainSettings(epochs=2),
+            torch.device("cpu"),
+            lambda epoch: float("nan"),
+            lambda: np.zeros((4, 2), dtype=np.float32),
+        )
 
 
 def test_hit_rate_excludes_the_query_item() -> None:

@@ -336,3 +336,36 @@ class SessionKNN:
 def _keep_strongest(row: dict[str, float], keep: int) -> None:
     for item, _ in heapq.nsmallest(len(row) - keep, row.items(), key=lambda kv: (kv[1], kv[0])):
         del row[item]
+
+
+# Presets chosen by coordinate search on data that is never scored in the reports (see
+# engine/evaluation/tuning.py): "sessions" on YOOCHOOSE train_tr -> train_valid (next-item),
+# "users" on the first 20% of MovieLens 100k (the prequential warm-up, itself replayed with a
+# 50% warm-up).
+PRESETS: dict[str, SessionKNNConfig] = {
+    "sessions": SessionKNNConfig(
+        k=500,
+        sample=500,
+        position_decay=2.0,
+        length_norm=0.0,
+        recency_half_life_s=3 * 86_400.0,
+        anchor_decay=5.0,
+        item_decay=10.0,
+        distinct_votes=True,
+        idf_weight=1.0,
+        sr_weight=0.15,
+        reminder_weight=2.0,
+        reminder_decay=0.5,
+    ),
+    "users": SessionKNNConfig(
+        k=0,
+        sr_weight=1.0,
+        sr_symmetric=True,
+        sr_steps=20,
+        sr_items=20,
+        sr_items_decay=0.8,
+        sr_distance_power=0.5,
+        sr_pop_norm=0.1,
+        sr_row_norm=True,
+    ),
+}

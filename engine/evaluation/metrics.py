@@ -7,7 +7,8 @@ Every function takes the ranked list (best first) and what was relevant; no I/O.
 >>> round(ndcg(["a", "b", "c"], "b", 3), 4)  # 1 / log2(3)
 0.6309
 >>> acc = Accumulator(ks=(1, 2))
->>> acc.add(["a", "b"], "b"); acc.add(["c", "d"], "c")
+>>> acc.add(["a", "b"], "b"), acc.add(["c", "d"], "c")  # the targets' ranks
+(2, 1)
 >>> acc.summary()["HR@1"], acc.summary()["MRR@2"]
 (0.5, 0.75)
 """
@@ -119,7 +120,8 @@ def intra_list_diversity(
         matrix = matrix / np.where(norms > 0, norms, 1.0)
         cosine = matrix @ matrix.T
         m = len(known)
-        return float((m * m - cosine.sum() + np.trace(cosine)) / (m * (m - 1)))
+        off_diagonal = cosine.sum() - np.trace(cosine)
+        return float(1.0 - off_diagonal / (m * (m - 1)))
     if categories is not None:
         labels = [_as_set(categories[i]) for i in top if i in categories]
         if len(labels) < 2:

@@ -51,7 +51,12 @@ class RedisSettings(BaseSettings):
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
-    kwargs: dict[str, Any] = {"socket_timeout": settings.socket_timeout_s, "socket_connect_timeout": 5.0}
+    # RESP2: redis-py converts RESP3 sorted-set replies score by score, which dominated reads.
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": 5.0,
+        "protocol": 2,
+    }
     if settings.username:
         kwargs["username"] = settings.username
     if settings.password is not None:

@@ -310,6 +310,30 @@ def train(
         json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
+@app.command("eval")
+def evaluate(
+    test: Annotated[Path, typer.Option(help="test log (the whole log for --protocol prequential)")],
+    train: Annotated[Path | None, typer.Option(help="training log (next-item protocol)")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="yoochoose, movielens, taobao, events, retailrocket")
+    ] = "events",
+    protocol: Annotated[str, typer.Option(help="next-item or prequential")] = "next-item",
+    mode: Annotated[str, typer.Option(help="frozen or streaming (next-item)")] = "frozen",
+    k: Annotated[str, typer.Option("--k", help="cut-offs, comma-separated")] = "10,20",
+    model: Annotated[str, typer.Option(help="the model to evaluate")] = "default",
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG of the sliding-window curves")] = None,
+) -> None:
+    """Quality report: the engine and built-in baselines on the same protocol (HR, MRR, NDCG, ...)."""
+    from deploy.eval_command import eval_command
+
+    try:
+        ks = [int(x) for x in k.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--k must be comma-separated integers, got {k!r}")
+    eval_command(train, test, fmt, protocol, mode, ks, model, json_path, plot)
+
+
 @app.command()
 def demo(
     data: Annotated[

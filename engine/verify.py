@@ -92,7 +92,9 @@ def _compare_popularity(
         return []
     # Scores are stored relative to an epoch that depends on batch boundaries: compare at one time.
     if expected.popularity_epoch is None or actual.popularity_epoch is None:
-        return [Mismatch(partition, "popularity_epoch", "", expected.popularity_epoch, actual.popularity_epoch)]
+        return [
+            Mismatch(partition, "popularity_epoch", "", expected.popularity_epoch, actual.popularity_epoch)
+        ]
     factor = 2.0 ** ((expected.popularity_epoch - actual.popularity_epoch) / settings.popularity_half_life_s)
     return [
         Mismatch(partition, "popularity", item, score * factor, actual.popularity[item])

@@ -168,14 +168,22 @@ def read_meta(directory: Path | str, backend: str | None = None) -> tuple[Path, 
         meta = json.loads((directory / META_FILE).read_text())
         ids = json.loads((directory / IDS_FILE).read_text())
     except FileNotFoundError as exc:
-        raise IndexLoadError(f"{str(directory)!r} is not a saved index: {Path(exc.filename).name} is missing") from None
+        raise IndexLoadError(
+            f"{str(directory)!r} is not a saved index: {Path(exc.filename).name} is missing"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexLoadError(f"{str(directory)!r}: cannot read the index metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-        raise IndexLoadError(f"{str(directory)!r}: unsupported index format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+        raise IndexLoadError(
+            f"{str(directory)!r}: unsupported index format {meta.get('format') if isinstance(meta, dict) else meta!r}"
+        )
     if backend is not None and meta.get("backend") != backend:
         raise IndexLoadError(f"{str(directory)!r} holds a {meta.get('backend')!r} index, not {backend!r}")
-    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids) or len(set(ids)) != len(ids):
+    if (
+        not isinstance(ids, list)
+        or not all(isinstance(i, str) and i for i in ids)
+        or len(set(ids)) != len(ids)
+    ):
         raise IndexLoadError(f"{str(directory)!r}: {IDS_FILE} must be a list of unique non-empty strings")
     dim = meta.get("dim")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:

@@ -103,9 +103,9 @@ class ExactIndex:
         if k_eff == 0:
             return [[] for _ in range(q.shape[0])], scores_out
         for start in range(0, q.shape[0], self.chunk):
-            scores = q[start:start + self.chunk] @ state.matrix.T
+            scores = q[start : start + self.chunk] @ state.matrix.T
             best = top_k(scores, k_eff)
-            scores_out[start:start + len(best)] = np.take_along_axis(scores, best, axis=1)
+            scores_out[start : start + len(best)] = np.take_along_axis(scores, best, axis=1)
             ids = state.ids
             ids_out.extend([ids[j] for j in row] for row in best.tolist())
         return ids_out, scores_out

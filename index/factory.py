@@ -75,7 +75,8 @@ class IndexSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_INDEX_", extra="ignore")
 
     kind: Literal["auto", "exact", "hnsw", "ivf"] = Field(
-        "hnsw", description="backend; 'auto' picks by catalogue size (recommended_kind)")
+        "hnsw", description="backend; 'auto' picks by catalogue size (recommended_kind)"
+    )
     compression: Literal["sq8", "pq"] | None = Field(None, description="vector compression (FAISS kinds)")
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW links per node")
     ef_construction: int = Field(200, ge=8, description="HNSW build beam width")
@@ -94,6 +95,15 @@ class IndexSettings(BaseSettings):
             kind = recommended_kind(n_items)
         if kind == "exact":
             return make_index("exact", None, dim)
-        return make_index(kind, self.compression, dim, hnsw_m=self.hnsw_m,
-                          ef_construction=self.ef_construction, ef_search=self.ef_search,
-                          nlist=self.nlist, nprobe=self.nprobe, pq_m=self.pq_m, pq_nbits=self.pq_nbits)
+        return make_index(
+            kind,
+            self.compression,
+            dim,
+            hnsw_m=self.hnsw_m,
+            ef_construction=self.ef_construction,
+            ef_search=self.ef_search,
+            nlist=self.nlist,
+            nprobe=self.nprobe,
+            pq_m=self.pq_m,
+            pq_nbits=self.pq_nbits,
+        )

@@ -75,8 +75,13 @@ class FaissIndex:
         self._dim = check_dim(dim)
         self.kind: Kind = kind
         self.compression: Compression = compression
-        for name, value in (("hnsw_m", hnsw_m), ("ef_construction", ef_construction),
-                            ("ef_search", ef_search), ("nprobe", nprobe), ("pq_nbits", pq_nbits)):
+        for name, value in (
+            ("hnsw_m", hnsw_m),
+            ("ef_construction", ef_construction),
+            ("ef_search", ef_search),
+            ("nprobe", nprobe),
+            ("pq_nbits", pq_nbits),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise IndexBuildError(f"{name} must be a positive integer, got {value!r}")
         if nlist is not None and (not isinstance(nlist, int) or nlist < 1):
@@ -170,15 +175,29 @@ class FaissIndex:
     def load(cls, directory: Path | str) -> Self:
         directory, meta, ids = read_meta(directory, BACKEND)
         try:
-            params = {key: meta[key] for key in ("kind", "compression", "hnsw_m", "ef_construction",
-                                                 "ef_search", "nlist", "nprobe", "pq_m", "pq_nbits")}
+            params = {
+                key: meta[key]
+                for key in (
+                    "kind",
+                    "compression",
+                    "hnsw_m",
+                    "ef_construction",
+                    "ef_search",
+                    "nlist",
+                    "nprobe",
+                    "pq_m",
+                    "pq_nbits",
+                )
+            }
             index = cls(meta["dim"], **params)
         except (KeyError, TypeError, IndexBuildError) as exc:
             raise IndexLoadError(f"{str(directory)!r}: bad index parameters: {exc}") from None
         try:
             raw = faiss.read_index(str(directory / INDEX_FILE))
         except RuntimeError as exc:
-            raise IndexLoadError(f"{str(directory)!r}: cannot read {INDEX_FILE}: {str(exc).splitlines()[0]}") from None
+            raise IndexLoadError(
+                f"{str(directory)!r}: cannot read {INDEX_FILE}: {str(exc).splitlines()[0]}"
+            ) from None
         if raw.d != index.dim or raw.ntotal != len(ids) or raw.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexLoadError(
                 f"{str(directory)!r}: {INDEX_FILE} holds {raw.ntotal} vectors of dimension {raw.d}, "
@@ -192,9 +211,17 @@ class FaissIndex:
 
     def params(self) -> dict[str, Any]:
         """The constructor parameters (what :meth:`load` needs to rebuild this object)."""
-        return {"kind": self.kind, "compression": self.compression, "hnsw_m": self.hnsw_m,
-                "ef_construction": self.ef_construction, "ef_search": self.ef_search,
-                "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m, "pq_nbits": self.pq_nbits}
+        return {
+            "kind": self.kind,
+            "compression": self.compression,
+            "hnsw_m": self.hnsw_m,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "pq_m": self.pq_m,
+            "pq_nbits": self.pq_nbits,
+        }
 
     def describe(self) -> str:
         return self.kind + (f"+{self.compression}" if self.compression else "")

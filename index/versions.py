@@ -94,12 +94,12 @@ class IndexSnapshot:
         ids_out: list[list[str]] = []
         scores_out = np.full((q.shape[0], k_eff), -np.inf, dtype=np.float32)
         for row, (m_ids, d_ids) in enumerate(zip(main_ids, delta_ids, strict=True)):
-            pairs = list(zip(m_ids, main_scores[row, :len(m_ids)].tolist(), strict=True))
-            pairs += zip(d_ids, delta_scores[row, :len(d_ids)].tolist(), strict=True)
+            pairs = list(zip(m_ids, main_scores[row, : len(m_ids)].tolist(), strict=True))
+            pairs += zip(d_ids, delta_scores[row, : len(d_ids)].tolist(), strict=True)
             pairs.sort(key=lambda pair: -pair[1])  # stable: on equal scores the main index wins
             merged = pairs[:k_eff]
             ids_out.append([item for item, _ in merged])
-            scores_out[row, :len(merged)] = [score for _, score in merged]
+            scores_out[row, : len(merged)] = [score for _, score in merged]
         return VersionedResult(self.version, ids_out, scores_out)
 
 
@@ -142,7 +142,8 @@ class VersionedIndex:
             if carry_delta and len(old.delta):
                 if index.dim != old.index.dim:
                     raise IndexBuildError(
-                        f"cannot carry a {old.index.dim}-d delta into a {index.dim}-d index")
+                        f"cannot carry a {old.index.dim}-d delta into a {index.dim}-d index"
+                    )
                 keep = [i for i, item in enumerate(old.delta.ids) if item not in index]
                 delta = Delta(tuple(old.delta.ids[i] for i in keep), old.delta.vectors[keep])
             self._snapshot = IndexSnapshot(version, index, delta)
@@ -165,7 +166,8 @@ class VersionedIndex:
             total = len(keep) + len(fresh)
             if total > self.max_delta:
                 raise IndexBuildError(
-                    f"the delta would hold {total} items (limit {self.max_delta}): time to refresh the index")
+                    f"the delta would hold {total} items (limit {self.max_delta}): time to refresh the index"
+                )
             delta = Delta(
                 tuple(snap.delta.ids[i] for i in keep) + tuple(id_list[i] for i in fresh),
                 np.concatenate([snap.delta.vectors[keep], matrix[fresh]]),

@@ -84,8 +84,10 @@ class ItemEmbeddings:
             if not isinstance(self.metadata.get(key), str) or not self.metadata[key]:
                 raise ModelError(f"item embeddings: metadata lacks a {key!r} string")
         if self.metadata.get("dim") != self.vectors.shape[1]:
-            raise ModelError(f"item embeddings: metadata dim {self.metadata.get('dim')!r} "
-                             f"!= vector dimension {self.vectors.shape[1]}")
+            raise ModelError(
+                f"item embeddings: metadata dim {self.metadata.get('dim')!r} "
+                f"!= vector dimension {self.vectors.shape[1]}"
+            )
 
     @classmethod
     def create(
@@ -159,8 +161,12 @@ class ItemEmbeddings:
         try:
             np.save(tmp / VECTORS_FILE, self.vectors, allow_pickle=False)
             (tmp / ITEMS_FILE).write_text(json.dumps(self.item_ids))
-            meta = {"format": FORMAT_VERSION, **self.metadata,
-                    "content_hash": content_hash(self.vectors, self.item_ids), "count": len(self)}
+            meta = {
+                "format": FORMAT_VERSION,
+                **self.metadata,
+                "content_hash": content_hash(self.vectors, self.item_ids),
+                "count": len(self),
+            }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
             os.rename(tmp, target)  # atomic on one filesystem: readers see all or nothing
         except BaseException:
@@ -198,8 +204,10 @@ def load(path: Path | str) -> ItemEmbeddings:
         raise ModelError(f"{where!r}: unsupported artefact format {meta.get('format')!r}")
     _check(vectors, item_ids, where)
     if meta.get("dim") != vectors.shape[1] or meta.get("count", len(item_ids)) != len(item_ids):
-        raise ModelError(f"{where!r}: {META_FILE} says {meta.get('count')} x {meta.get('dim')}, "
-                         f"files hold {vectors.shape[0]} x {vectors.shape[1]}")
+        raise ModelError(
+            f"{where!r}: {META_FILE} says {meta.get('count')} x {meta.get('dim')}, "
+            f"files hold {vectors.shape[0]} x {vectors.shape[1]}"
+        )
     expected = meta.get("content_hash")
     if expected is not None and expected != content_hash(vectors, item_ids):
         raise ModelError(f"{where!r}: contents do not match their recorded hash (corrupted or edited)")
@@ -215,8 +223,11 @@ def versions(root: Path | str) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file())
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file()
+    )
 
 
 def latest_version(root: Path | str) -> str | None:

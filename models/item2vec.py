@@ -98,8 +98,9 @@ def fit(
 ) -> ItemEmbeddings:
     """Train item2vec on ``events``; deterministic for a given seed on CPU."""
     settings = settings or TrainSettings(model=NAME)
-    data = prepare(events, settings.min_count, settings.validation_fraction, settings.seed,
-                   settings.max_validation)
+    data = prepare(
+        events, settings.min_count, settings.validation_fraction, settings.seed, settings.max_validation
+    )
     return fit_data(data, settings, progress)
 
 
@@ -111,8 +112,9 @@ def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | N
         return _train(data, settings, device, progress)
 
 
-def _train(data: TrainingData, settings: TrainSettings, device: torch.device,
-           progress: Progress | None) -> ItemEmbeddings:
+def _train(
+    data: TrainingData, settings: TrainSettings, device: torch.device, progress: Progress | None
+) -> ItemEmbeddings:
     torch.manual_seed(settings.seed)
     sparse = use_sparse(data.n_items, settings.dim)
     model = SkipGram(data.n_items, settings.dim, sparse).to(device)
@@ -141,8 +143,8 @@ def _train(data: TrainingData, settings: TrainSettings, device: torch.device,
         total, steps = torch.zeros((), device=device), 0
         model.train()
         for start in range(0, len(centre_t), settings.batch_size):
-            c = centre_t[start:start + settings.batch_size]
-            o = context_t[start:start + settings.batch_size]
+            c = centre_t[start : start + settings.batch_size]
+            o = context_t[start : start + settings.batch_size]
             draws = torch.rand((len(c), settings.negatives), generator=gen, device=device)
             negatives = torch.searchsorted(cdf, draws).clamp_(max=data.n_items - 1)
             with autocast(device, settings.mixed_precision):
@@ -157,5 +159,13 @@ def _train(data: TrainingData, settings: TrainSettings, device: torch.device,
     def current_vectors() -> np.ndarray:
         return (model.centre.weight + model.context.weight).detach().float().cpu().numpy().copy()
 
-    return run_epochs(NAME, data, settings, device, train_epoch, current_vectors, progress,
-                      extra={"window": settings.window})
+    return run_epochs(
+        NAME,
+        data,
+        settings,
+        device,
+        train_epoch,
+        current_vectors,
+        progress,
+        extra={"window": settings.window},
+    )

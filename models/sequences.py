@@ -108,7 +108,10 @@ class TrainingData:
 
 
 def split_validation(
-    sequences: list[np.ndarray], fraction: float, seed: int, max_pairs: int | None = None,
+    sequences: list[np.ndarray],
+    fraction: float,
+    seed: int,
+    max_pairs: int | None = None,
     min_pairs: int = 500,
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Hold out the last item of a random ``fraction`` of the sequences (of length >= 2).

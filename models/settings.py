@@ -25,15 +25,23 @@ class TrainSettings(BaseSettings):
     batch_size: int = Field(4096, ge=1, description="training examples per step")
     window: int = Field(5, ge=1, le=100, description="item2vec: max distance between co-occurring items")
     negatives: int = Field(5, ge=1, le=100, description="negative samples per positive")
-    subsample: float = Field(0.0, ge=0.0, description="item2vec: word2vec frequent-item subsampling t (0 = off)")
+    subsample: float = Field(
+        0.0, ge=0.0, description="item2vec: word2vec frequent-item subsampling t (0 = off)"
+    )
     reg: float = Field(1e-4, ge=0.0, description="mf: L2 regularisation of the factors in the batch")
     min_count: int = Field(1, ge=1, description="items seen fewer times get no trained vector")
     seed: int = Field(42, description="seed for initialisation, sampling and the validation split")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N")
-    cpu_threads: int = Field(1, ge=0, description="torch threads while training on CPU (0 = leave torch's setting)")
+    cpu_threads: int = Field(
+        1, ge=0, description="torch threads while training on CPU (0 = leave torch's setting)"
+    )
     mixed_precision: bool = Field(True, description="autocast on CUDA (never used on CPU)")
-    patience: int = Field(3, ge=0, description="epochs without validation gain before stopping (0 = never stop)")
-    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of sequences whose last item is held out")
+    patience: int = Field(
+        3, ge=0, description="epochs without validation gain before stopping (0 = never stop)"
+    )
+    validation_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of sequences whose last item is held out"
+    )
     max_validation: int = Field(5000, ge=0, description="cap on held-out pairs (bounds evaluation time)")
     eval_k: int = Field(20, ge=1, description="validation metric is HR@eval_k")
 

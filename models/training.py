@@ -104,7 +104,7 @@ def hit_rate(vectors: np.ndarray, prev: np.ndarray, target: np.ndarray, k: int, 
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     hits = 0
     for start in range(0, len(prev), chunk):
-        p, t = prev[start:start + chunk], target[start:start + chunk]
+        p, t = prev[start : start + chunk], target[start : start + chunk]
         scores = v[p] @ v.T
         rows = np.arange(len(p))
         scores[rows, p] = -np.inf
@@ -133,7 +133,9 @@ def run_epochs(
     for epoch in range(1, settings.epochs + 1):
         loss = train_epoch(epoch)
         if not np.isfinite(loss):
-            raise ModelError(f"{name}: training diverged at epoch {epoch} (loss {loss}); lower the learning rate")
+            raise ModelError(
+                f"{name}: training diverged at epoch {epoch} (loss {loss}); lower the learning rate"
+            )
         vectors = current_vectors()
         metric = hit_rate(vectors, data.valid_prev, data.valid_target, settings.eval_k) if validate else None
         history.append({"epoch": epoch, "loss": round(loss, 6), metric_name: metric})
@@ -145,8 +147,12 @@ def run_epochs(
         elif settings.patience and epoch - best_epoch >= settings.patience:
             break
     assert best_vectors is not None  # epochs >= 1
-    trained_on = {"events": data.n_events, "sequences": len(data.train), "items": data.n_items,
-                  "validation_pairs": int(len(data.valid_prev))}
+    trained_on = {
+        "events": data.n_events,
+        "sequences": len(data.train),
+        "items": data.n_items,
+        "validation_pairs": int(len(data.valid_prev)),
+    }
     metrics: dict[str, Any] = {
         metric_name: best_metric if validate else None,
         "best_epoch": best_epoch,
@@ -156,8 +162,16 @@ def run_epochs(
         "history": history,
     }
     params = settings.model_dump(exclude={"model", "device"})
-    return ItemEmbeddings.create(best_vectors, data.vocab.item_ids, name, trained_on, metrics,
-                                 device=str(device), settings=params, **(extra or {}))
+    return ItemEmbeddings.create(
+        best_vectors,
+        data.vocab.item_ids,
+        name,
+        trained_on,
+        metrics,
+        device=str(device),
+        settings=params,
+        **(extra or {}),
+    )
 
 
 def check_trainable(name: str, data: TrainingData) -> None:

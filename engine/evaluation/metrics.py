@@ -126,9 +126,7 @@ def intra_list_diversity(
         labels = [_as_set(categories[i]) for i in top if i in categories]
         if len(labels) < 2:
             return None
-        distances = [
-            1.0 - (len(a & b) / len(a | b) if a | b else 1.0) for a, b in combinations(labels, 2)
-        ]
+        distances = [1.0 - (len(a & b) / len(a | b) if a | b else 1.0) for a, b in combinations(labels, 2)]
         return sum(distances) / len(distances)
     return None
 
@@ -304,7 +302,9 @@ class Accumulator:
             out["MAE"] = mae(self.predicted, self.actual)
         return out
 
-    def curve(self, name: str, n: int, window: int = 1000, points: int = 200) -> tuple[list[int], list[float]]:
+    def curve(
+        self, name: str, n: int, window: int = 1000, points: int = 200
+    ) -> tuple[list[int], list[float]]:
         """Sliding-window mean of ``name@n`` over the targets in order: (target index, value) pairs.
 
         The first point is at ``min(window, count)`` targets; at most ``points`` points.

@@ -285,7 +285,9 @@ def evaluate(
                 raise ValueError("the next-item protocol needs a training log")
             result = run_next_item(model, train, test, ks, mode, categories, report, split)
         else:
-            result = run_prequential(model, test, ks, warmup, min_rating, categories=categories, progress=report)
+            result = run_prequential(
+                model, test, ks, warmup, min_rating, categories=categories, progress=report
+            )
         result.model = name
         results[name] = result
     return results

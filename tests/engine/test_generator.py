@@ -83,7 +83,9 @@ def test_sessions_belong_to_one_user_and_have_a_few_events(events: list[Event]) 
         spans[evs[0].user_id].append((evs[0].ts, evs[-1].ts))
     for user_spans in spans.values():
         user_spans.sort()
-        assert all(end < next_start for (_, end), (next_start, _) in zip(user_spans, user_spans[1:], strict=False))
+        assert all(
+            end < next_start for (_, end), (next_start, _) in zip(user_spans, user_spans[1:], strict=False)
+        )
 
 
 def test_actions_follow_a_view_of_the_same_item_in_the_session(events: list[Event]) -> None:

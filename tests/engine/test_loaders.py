@@ -40,12 +40,16 @@ def test_formats_are_the_documented_five() -> None:
 
 
 def test_events_csv_sorted_with_generated_ids(tmp_path: Path) -> None:
-    path = write(tmp_path, "log.csv", (
-        "ts,user_id,item_id,event_type,session_id,price,category,rating\n"
-        "1700000020,u1,i2,purchase,s1,9.5,c3,\n"
-        "1700000010,u1,i2,view,s1,9.5,c3,\n"
-        "1700000010,u2,i7,click,,,,4.5\n"
-    ))
+    path = write(
+        tmp_path,
+        "log.csv",
+        (
+            "ts,user_id,item_id,event_type,session_id,price,category,rating\n"
+            "1700000020,u1,i2,purchase,s1,9.5,c3,\n"
+            "1700000010,u1,i2,view,s1,9.5,c3,\n"
+            "1700000010,u2,i7,click,,,,4.5\n"
+        ),
+    )
     assert load_events(path, "events") == [
         ev("events", 1, 1700000010.0, "u1", "i2", "view", session_id="s1", price=9.5, category="c3"),
         ev("events", 2, 1700000010.0, "u2", "i7", "click", rating=4.5),  # tie: file order kept
@@ -54,41 +58,56 @@ def test_events_csv_sorted_with_generated_ids(tmp_path: Path) -> None:
 
 
 def test_events_csv_keeps_event_id_and_accepts_type_column_in_any_order(tmp_path: Path) -> None:
-    path = write(tmp_path, "log.csv", (
-        "event_id,user_id,type,item_id,ts\n"
-        "e-1,u1,add_to_cart,i9,1700000000.5\n"
-        ",u2,view,i9,1700000001\n"
-    ))
+    path = write(
+        tmp_path,
+        "log.csv",
+        ("event_id,user_id,type,item_id,ts\ne-1,u1,add_to_cart,i9,1700000000.5\n,u2,view,i9,1700000001\n"),
+    )
     first, second = load_events(path, "events")
     assert first == Event("e-1", 1700000000.5, "u1", "i9", "add_to_cart")
     assert second == ev("events", 1, 1700000001.0, "u2", "i9", "view")  # empty id -> generated
 
 
 def test_events_json_lines(tmp_path: Path) -> None:
-    path = write(tmp_path, "log.jsonl", (
-        '{"ts": 1700000005, "user_id": 7, "item_id": "i1", "event_type": "view", "price": 3}\n'
-        "\n"
-        '{"event_id": "x9", "ts": 1700000001.25, "user_id": "u8", "item_id": 42, "type": "purchase",'
-        ' "session_id": "s", "category": "c1", "rating": 5}\n'
-    ))
+    path = write(
+        tmp_path,
+        "log.jsonl",
+        (
+            '{"ts": 1700000005, "user_id": 7, "item_id": "i1", "event_type": "view", "price": 3}\n'
+            "\n"
+            '{"event_id": "x9", "ts": 1700000001.25, "user_id": "u8", "item_id": 42, "type": "purchase",'
+            ' "session_id": "s", "category": "c1", "rating": 5}\n'
+        ),
+    )
     assert load_events(path, "events") == [
         Event("x9", 1700000001.25, "u8", "42", "purchase", session_id="s", category="c1", rating=5.0),
         ev("events", 0, 1700000005.0, "7", "i1", "view", price=3.0),
     ]
 
 
-@pytest.mark.parametrize(("text", "line", "reason"), [
-    ("ts,user_id,item_id,type\n1700000000,u,i,view\n\n1700000000,u,i,like\n", 4, "unknown event type 'like'"),
-    ("ts,user_id,item_id,type\nnoon,u,i,view\n", 2, "ts 'noon' is not a number"),
-    ("ts,user_id,item_id,type\n1700000000000,u,i,view\n", 2, "milliseconds"),
-    ("ts,user_id,item_id,type\n1700000000,u,i\n", 2, "expected 4 fields, got 3"),
-    ("ts,user_id,item_id,type\n1700000000,,i,view\n", 2, "empty user_id"),
-    ("ts,user_id,item_id,type,price\n1700000000,u,i,view,-1\n", 2, "negative"),
-    ("ts,user,item_id,type\n1700000000,u,i,view\n", 1, "header lacks column(s) user_id"),
-    ('{"ts": 1700000000, "user_id": "u", "item_id": "i", "type": "view"}\n{"ts": 17\n', 2, "not valid JSON"),
-    ('{"ts": 1700000000, "user_id": "u", "type": "view"}\n', 1, "missing field 'item_id'"),
-    ('{"ts": 1700000000, "user_id": "u", "item_id": "i", "type": "view"}\n[1]\n', 2, "JSON object"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        (
+            "ts,user_id,item_id,type\n1700000000,u,i,view\n\n1700000000,u,i,like\n",
+            4,
+            "unknown event type 'like'",
+        ),
+        ("ts,user_id,item_id,type\nnoon,u,i,view\n", 2, "ts 'noon' is not a number"),
+        ("ts,user_id,item_id,type\n1700000000000,u,i,view\n", 2, "milliseconds"),
+        ("ts,user_id,item_id,type\n1700000000,u,i\n", 2, "expected 4 fields, got 3"),
+        ("ts,user_id,item_id,type\n1700000000,,i,view\n", 2, "empty user_id"),
+        ("ts,user_id,item_id,type,price\n1700000000,u,i,view,-1\n", 2, "negative"),
+        ("ts,user,item_id,type\n1700000000,u,i,view\n", 1, "header lacks column(s) user_id"),
+        (
+            '{"ts": 1700000000, "user_id": "u", "item_id": "i", "type": "view"}\n{"ts": 17\n',
+            2,
+            "not valid JSON",
+        ),
+        ('{"ts": 1700000000, "user_id": "u", "type": "view"}\n', 1, "missing field 'item_id'"),
+        ('{"ts": 1700000000, "user_id": "u", "item_id": "i", "type": "view"}\n[1]\n', 2, "JSON object"),
+    ],
+)
 def test_events_errors_name_file_line_and_reason(tmp_path: Path, text: str, line: int, reason: str) -> None:
     message = error_of(write(tmp_path, "bad.csv", text), "events")
     assert f"bad.csv, line {line}:" in message
@@ -99,8 +118,12 @@ def test_events_errors_name_file_line_and_reason(tmp_path: Path, text: str, line
 
 
 def test_yoochoose_session_rec_layout(tmp_path: Path) -> None:
-    path = write(tmp_path, "clicks.txt", "SessionId\tItemId\tTime\n3\t214716935\t1396437466.94\n"
-                                         "3\t214832672\t1396438212.318\n1\t5\t1396437000\n")
+    path = write(
+        tmp_path,
+        "clicks.txt",
+        "SessionId\tItemId\tTime\n3\t214716935\t1396437466.94\n"
+        "3\t214832672\t1396438212.318\n1\t5\t1396437000\n",
+    )
     assert load_events(path, "yoochoose") == [
         ev("yoochoose", 2, 1396437000.0, "1", "5", "click", session_id="1"),
         ev("yoochoose", 0, 1396437466.94, "3", "214716935", "click", session_id="3"),
@@ -109,8 +132,11 @@ def test_yoochoose_session_rec_layout(tmp_path: Path) -> None:
 
 
 def test_yoochoose_original_recsys15_clicks(tmp_path: Path) -> None:
-    path = write(tmp_path, "yoochoose-clicks.dat", "1,2014-04-07T10:51:09.277Z,214536502,0\n"
-                                                   "1,2014-04-07T10:54:09.868Z,214536500,S\n")
+    path = write(
+        tmp_path,
+        "yoochoose-clicks.dat",
+        "1,2014-04-07T10:51:09.277Z,214536502,0\n1,2014-04-07T10:54:09.868Z,214536500,S\n",
+    )
     t0 = datetime(2014, 4, 7, 10, 51, 9, 277000, tzinfo=UTC).timestamp()
     t1 = datetime(2014, 4, 7, 10, 54, 9, 868000, tzinfo=UTC).timestamp()
     assert load_events(path, "yoochoose") == [
@@ -129,13 +155,19 @@ MOVIELENS_EXPECTED = [
 ]
 
 
-@pytest.mark.parametrize(("name", "text"), [
-    ("ml.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n196\t242\t3.5\t881250949\n"
-                 "186\t302\t3\t881250000\n"),
-    ("u.data", "196\t242\t3.5\t881250949\n186\t302\t3\t881250000\n"),
-    ("ratings.csv", "userId,movieId,rating,timestamp\n196,242,3.5,881250949\n186,302,3.0,881250000\n"),
-    ("ratings.dat", "196::242::3.5::881250949\r\n186::302::3::881250000\r\n"),
-])
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "ml.inter",
+            "user_id:token\titem_id:token\trating:float\ttimestamp:float\n196\t242\t3.5\t881250949\n"
+            "186\t302\t3\t881250000\n",
+        ),
+        ("u.data", "196\t242\t3.5\t881250949\n186\t302\t3\t881250000\n"),
+        ("ratings.csv", "userId,movieId,rating,timestamp\n196,242,3.5,881250949\n186,302,3.0,881250000\n"),
+        ("ratings.dat", "196::242::3.5::881250949\r\n186::302::3::881250000\r\n"),
+    ],
+)
 def test_movielens_layouts_give_the_same_events(tmp_path: Path, name: str, text: str) -> None:
     assert load_events(write(tmp_path, name, text), "movielens") == MOVIELENS_EXPECTED
 
@@ -149,13 +181,17 @@ def test_movielens_bad_rating_line(tmp_path: Path) -> None:
 
 
 def test_taobao_behaviours_and_categories(tmp_path: Path) -> None:
-    path = write(tmp_path, "UserBehavior.csv", (
-        "1,2268318,2520377,pv,1511544070\n"
-        "1,2268318,2520377,fav,1511544080\n"
-        "1,2268318,2520377,cart,1511544090\n"
-        "1,2268318,2520377,buy,1511544100\n"
-        "2,5,7,pv,1511500000\n"
-    ))
+    path = write(
+        tmp_path,
+        "UserBehavior.csv",
+        (
+            "1,2268318,2520377,pv,1511544070\n"
+            "1,2268318,2520377,fav,1511544080\n"
+            "1,2268318,2520377,cart,1511544090\n"
+            "1,2268318,2520377,buy,1511544100\n"
+            "2,5,7,pv,1511500000\n"
+        ),
+    )
     assert load_events(path, "taobao") == [
         ev("taobao", 4, 1511500000.0, "2", "5", "view", category="7"),
         ev("taobao", 0, 1511544070.0, "1", "2268318", "view", category="2520377"),
@@ -164,25 +200,33 @@ def test_taobao_behaviours_and_categories(tmp_path: Path) -> None:
         ev("taobao", 3, 1511544100.0, "1", "2268318", "purchase", category="2520377"),
     ]
     bad = write(tmp_path, "UB.csv", "1,2,3,pv,1511544070\n1,2,3,like,1511544070\n")
-    assert "UB.csv, line 2: unknown behavior 'like'; expected one of pv, fav, cart, buy" in error_of(bad, "taobao")
+    assert "UB.csv, line 2: unknown behavior 'like'; expected one of pv, fav, cart, buy" in error_of(
+        bad, "taobao"
+    )
 
 
 # --- retailrocket --------------------------------------------------------------------------------
 
 
 def test_retailrocket_milliseconds_and_events(tmp_path: Path) -> None:
-    path = write(tmp_path, "events.csv", (
-        "timestamp,visitorid,event,itemid,transactionid\n"
-        "1433221332117,257597,view,355908,\n"
-        "1433224214164,992329,addtocart,248676,\n"
-        "1433221000000,992329,transaction,248676,4000\n"
-    ))
+    path = write(
+        tmp_path,
+        "events.csv",
+        (
+            "timestamp,visitorid,event,itemid,transactionid\n"
+            "1433221332117,257597,view,355908,\n"
+            "1433224214164,992329,addtocart,248676,\n"
+            "1433221000000,992329,transaction,248676,4000\n"
+        ),
+    )
     assert load_events(path, "retailrocket") == [
         ev("retailrocket", 2, 1433221000.0, "992329", "248676", "purchase"),
         ev("retailrocket", 0, 1433221332.117, "257597", "355908", "view"),
         ev("retailrocket", 1, 1433224214.164, "992329", "248676", "add_to_cart"),
     ]
-    bad = write(tmp_path, "ev.csv", "timestamp,visitorid,event,itemid,transactionid\n1433221332117,1,click,2,\n")
+    bad = write(
+        tmp_path, "ev.csv", "timestamp,visitorid,event,itemid,transactionid\n1433221332117,1,click,2,\n"
+    )
     assert "ev.csv, line 2: unknown event 'click'" in error_of(bad, "retailrocket")
 
 
@@ -219,7 +263,9 @@ def test_limit_reads_the_first_rows_then_sorts(tmp_path: Path) -> None:
 
 def test_ids_are_deterministic_and_distinct_per_row(tmp_path: Path) -> None:
     # two identical rows are two events (a user may view an item twice in a second)
-    path = write(tmp_path, "UserBehavior.csv", "1,2,3,pv,1511544070\n1,2,3,pv,1511544070\n4,5,6,buy,1511544071\n")
+    path = write(
+        tmp_path, "UserBehavior.csv", "1,2,3,pv,1511544070\n1,2,3,pv,1511544070\n4,5,6,buy,1511544071\n"
+    )
     first = load_events(path, "taobao")
     second = load_events(path, "taobao")
     assert [e.event_id for e in first] == [e.event_id for e in second]
@@ -238,7 +284,7 @@ def test_every_loaded_event_is_valid(tmp_path: Path) -> None:
 def test_write_events_csv_round_trips(tmp_path: Path) -> None:
     events = [
         Event("a", 1700000000.123456, "u1", "i1", "view", session_id="s,1", price=0.1 + 0.2, category="007"),
-        Event("b", 1700000001.0, "u2", "i\"2", "purchase", rating=4.5),
+        Event("b", 1700000001.0, "u2", 'i"2', "purchase", rating=4.5),
         ev("events", 2, 1700000002.0, "u3", "i3", "add_to_cart", price=0.0),
     ]
     out = tmp_path / "out.csv"

@@ -36,12 +36,10 @@ from models.sequences import TrainingData, prepare
 from models.settings import TrainSettings
 from models.training import (
     autocast,
-    check_trainable,
-    cpu_threads,
     generator,
     make_optimiser,
-    resolve_device,
     run_epochs,
+    train_on_device,
     use_sparse,
 )
 
@@ -106,10 +104,7 @@ def fit(
 
 def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | None = None) -> ItemEmbeddings:
     """Train on prepared sequences (lets callers reuse one :func:`prepare` for several runs)."""
-    check_trainable(NAME, data)
-    device = resolve_device(settings.device)
-    with cpu_threads(device, settings.cpu_threads):
-        return _train(data, settings, device, progress)
+    return train_on_device(NAME, _train, data, settings, progress)
 
 
 def _train(

@@ -34,7 +34,7 @@ from models.artifacts import ItemEmbeddings
 from models.base import Progress
 from models.sequences import TrainingData, Vocabulary, prepare, split_validation
 from models.settings import TrainSettings
-from models.training import autocast, check_trainable, cpu_threads, resolve_device, run_epochs
+from models.training import autocast, run_epochs, train_on_device
 
 NAME = "mf"
 DEFAULT_LR = 0.01
@@ -119,10 +119,7 @@ def fit(
 
 def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | None = None) -> ItemEmbeddings:
     """Train on prepared data; deterministic for a given seed on CPU."""
-    check_trainable(NAME, data)
-    device = resolve_device(settings.device)
-    with cpu_threads(device, settings.cpu_threads):
-        return _train(data, settings, device, progress)
+    return train_on_device(NAME, _train, data, settings, progress)
 
 
 def _train(

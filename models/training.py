@@ -177,3 +177,17 @@ def run_epochs(
 def check_trainable(name: str, data: TrainingData) -> None:
     if data.n_items < 2:
         raise ModelError(f"{name}: need at least 2 distinct items to train, got {data.n_items}")
+
+
+def train_on_device(
+    name: str,
+    train: Callable[[TrainingData, TrainSettings, torch.device, Progress | None], ItemEmbeddings],
+    data: TrainingData,
+    settings: TrainSettings,
+    progress: Progress | None = None,
+) -> ItemEmbeddings:
+    """Check the data, pick the device and CPU thread budget, then run a model's ``train``."""
+    check_trainable(name, data)
+    device = resolve_device(settings.device)
+    with cpu_threads(device, settings.cpu_threads):
+        return train(data, settings, device, progress)

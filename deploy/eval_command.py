@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.errors import ConfigurationError, LoaderError
+from engine.evaluation.base import Model
 from engine.evaluation.protocols import MODES, PROTOCOLS, EvalResult, evaluate
 from engine.evaluation.registry import ALIASES, MODELS, default_baselines, model_factory, preset_for
 from engine.events import Event
@@ -41,6 +43,8 @@ def eval_command(
     min_rating: float = 4.0,
     window: int | None = None,
     console: Console | None = None,
+    through_stack: bool = False,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` and ``baselines`` under ``protocol``; returns the JSON report (a dict).
 
@@ -48,7 +52,9 @@ def eval_command(
     ``prequential`` replays ``test`` alone (``mode`` is always streaming there). ``baselines``
     defaults to :func:`~engine.evaluation.registry.default_baselines`. Raises
     :class:`~engine.errors.ConfigurationError` for bad options and
-    :class:`~engine.errors.LoaderError` for unreadable logs.
+    :class:`~engine.errors.LoaderError` for unreadable logs. ``through_stack`` learns and serves
+    the session model through Kafka, an engine worker and Redis (:mod:`deploy.eval_stack`);
+    ``limit`` keeps the first ``limit`` test events.
     """
     console = console or Console()
     model = ALIASES.get(model, model)
@@ -57,6 +63,8 @@ def eval_command(
     started = time.perf_counter()
     train_events = load_events(train, fmt) if train is not None else None
     test_events = load_events(test, fmt)
+    if limit is not None:
+        test_events = test_events[:limit]
     if not test_events:
         raise LoaderError(f"{test.name}: no events")
     if baselines is None:
@@ -71,18 +79,23 @@ def eval_command(
         if done % 10_000 == 0:
             log.log(f"{name}: {done:,} targets scored")
 
-    results = evaluate(
-        protocol,
-        factories,
-        test=test_events,
-        train=train_events,
-        ks=ks,
-        mode="streaming" if protocol == "prequential" else mode,
-        categories=categories,
-        warmup=warmup,
-        min_rating=min_rating,
-        progress=progress,
-    )
+    with ExitStack() as resources:
+        if through_stack:
+            if model != "session-knn":
+                raise ConfigurationError("--through-stack evaluates the engine's model: session-knn")
+            factories[model] = _stack_factory(resources, protocol)
+        results = evaluate(
+            protocol,
+            factories,
+            test=test_events,
+            train=train_events,
+            ks=ks,
+            mode="streaming" if protocol == "prequential" else mode,
+            categories=categories,
+            warmup=warmup,
+            min_rating=min_rating,
+            progress=progress,
+        )
     main = results[model]
     if main.n_targets == 0:
         raise ConfigurationError("the protocol found no targets in this log: nothing to evaluate")
@@ -97,6 +110,8 @@ def eval_command(
             "min_rating": min_rating if protocol == "prequential" else None,
             "categories": len(categories) if categories else 0,
             "seconds": round(time.perf_counter() - started, 1),
+            "through_stack": through_stack,
+            "test_events_limit": limit,
         }
     )
     _print(console, report, ks)
@@ -120,6 +135,22 @@ def eval_command(
 
 
 # --- pieces --------------------------------------------------------------------------------------
+
+
+def _stack_factory(resources: ExitStack, protocol: str) -> Callable[[], Model]:
+    """A factory of the session model served from Kafka + worker + Redis, closed with ``resources``."""
+    from deploy.eval_stack import StackSessionModel, stack_for_eval
+    from deploy.settings import load_settings
+
+    kafka, redis = resources.enter_context(stack_for_eval(load_settings()))
+    preset = preset_for(protocol)
+
+    def make() -> Model:
+        model = StackSessionModel(kafka, redis, PRESETS[preset], preset)
+        resources.callback(model.close)
+        return model
+
+    return make
 
 
 def _check_options(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +33,12 @@ class EngineSettings(BaseSettings):
     ann_weight: float = Field(0.5, ge=0, description="blend weight of embedding (ANN) candidates")
     ann_candidates: int = Field(50, ge=1, description="nearest items fetched per user vector")
     session_gap_s: float = Field(1800.0, gt=0, description="inactivity that starts a new session")
+    session_model: Literal["sessions", "users", "off"] = Field(
+        "sessions",
+        description="session-kNN + sequential-rules preset that ranks candidates (engine.sessionknn."
+        "PRESETS): `sessions` for session-based shops, `users` for long user histories; `off`: "
+        "co-occurrence scoring",
+    )
 
     def type_weight(self, event_type: str) -> float:
         return float(getattr(self, f"weight_{event_type}"))

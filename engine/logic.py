@@ -69,6 +69,8 @@ class StateDelta:
     # Multiplies the stored popularity scores before this batch's increments (epoch rebase).
     popularity_rescale: float = 1.0
     user_vectors: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)  # user -> (vector, version)
+    # Session-model touches in event order: (session, item, ts); see engine.sessionknn.SessionKNN.touch.
+    touches: list[tuple[str, str, float]] = field(default_factory=list)
 
     @property
     def touched_users(self) -> list[str]:
@@ -122,6 +124,7 @@ def compute_delta(
     delta.popularity_epoch = epoch
 
     working: dict[str, UserState] = {}
+    session_model = settings.session_model
     item_vectors = space.vectors({e.item_id for _, e in records}) if space is not None else {}
     window = settings.cooccurrence_window
     decay = settings.cooccurrence_decay
@@ -178,12 +181,23 @@ def compute_delta(
         )
         state.session_id, state.session_last_ts = session, last_ts
         delta.sessions[user] = (session, last_ts)
+        if session_model != "off":
+            delta.touches.append((model_session(event, session, session_model), item, event.ts))
     # A user whose every event was a duplicate is still "touched": the worker republishes their recs.
     for user, state in working.items():
         delta.history.setdefault(user, [])
         if state.vector is not None and state.vector_version is not None:
             delta.user_vectors[user] = (state.vector.astype(np.float32), state.vector_version)
     return delta
+
+
+def model_session(event: Event, engine_session: str, session_model: str) -> str:
+    """The session the session model files an event under: with the ``users`` preset (``by_user``)
+    the user (a whole history is one sequence), else the shop's session id when the event has one, else the
+    engine's inactivity-gap session."""
+    if session_model == "users":
+        return event.user_id
+    return event.session_id if event.session_id is not None else engine_session
 
 
 def decayed(score: float, epoch: float, at: float, half_life_s: float) -> float:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import numpy as np
 
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace, vector_from_history
+from engine.evaluation.base import Context
 from engine.scoring import recent_items, score_user
 from engine.state.base import StateStore, UserProfile
 
@@ -27,25 +29,52 @@ class Recommender:
     def for_users(self, partition: int, users: Iterable[str], k: int | None = None) -> dict[str, Ranked]:
         k = k or self.settings.top_k
         profiles = self.store.profiles(partition, users)
-        return self._score(profiles, k)
+        return self._score(partition, profiles, k)
 
     def for_user(self, user: str, k: int | None = None) -> tuple[UserProfile, Ranked]:
         """Recommendations for one user wherever they live (a cold user gets trending items)."""
         k = k or self.settings.top_k
         partition = self.store.locate_user(user)
-        profile = self.store.profiles(partition, [user])[user] if partition is not None else UserProfile()
-        return profile, self._score({user: profile}, k)[user]
+        if partition is None:
+            return UserProfile(), self._score(0, {user: UserProfile()}, k)[user]
+        profile = self.store.profiles(partition, [user])[user]
+        return profile, self._score(partition, {user: profile}, k)[user]
 
-    def _score(self, profiles: dict[str, UserProfile], k: int) -> dict[str, Ranked]:
+    def _score(self, partition: int, profiles: dict[str, UserProfile], k: int) -> dict[str, Ranked]:
         s = self.settings
-        wanted = {item for p in profiles.values() for item in recent_items(p, s)}
+        session = self._session_scores(partition, profiles)
+        wanted = {item for p in profiles.values() for item in recent_items(p, s)} if session is None else ()
         # Ask for extra neighbours so that filtering purchased items still leaves k candidates.
         neighbours = self.store.neighbours(wanted, max(k * 2, 50)) if wanted else {}
         trending = self.store.trending(max(s.trending_candidates, k * 2))
         similar = self._similar(profiles)
         return {
-            user: score_user(p, neighbours, trending, s, k, similar.get(user)) for user, p in profiles.items()
+            user: score_user(
+                p, neighbours, trending, s, k, similar.get(user), session.get(user) if session else None
+            )
+            for user, p in profiles.items()
         }
+
+    def _session_scores(
+        self, partition: int, profiles: dict[str, UserProfile]
+    ) -> dict[str, dict[str, float]] | None:
+        """The session model's scores of each user's current sequence (None when it is off)."""
+        mode = self.settings.session_model
+        if mode == "off":
+            return None
+        sids = {user: user if mode == "users" else p.session_id for user, p in profiles.items()}
+        located = {sid: partition for sid in sids.values() if sid is not None}
+        items = self.store.session_items(located) if located else {}
+        contexts: dict[str, Context] = {}
+        for user, sid in sids.items():
+            sequence = items.get(sid) if sid is not None else None
+            if sequence:
+                ts = profiles[user].session_ts or time.time()
+                contexts[user] = Context(user, tuple(sequence), ts, sid)
+        model = self.store.session_model(list(contexts.values())) if contexts else None
+        if model is None:
+            return {}
+        return {user: model.scores(context) for user, context in contexts.items()}
 
     def _similar(self, profiles: dict[str, UserProfile]) -> dict[str, dict[str, float]]:
         """ANN candidates of each user's vector, one batched search for all users."""

@@ -28,17 +28,19 @@ def score_user(
     settings: EngineSettings,
     k: int,
     similar: Mapping[str, float] | None = None,
+    session: Mapping[str, float] | None = None,
 ) -> list[tuple[str, float]]:
     """Blend co-occurrence neighbours of the recent items, embedding neighbours of the user
     vector (``similar``: item -> cosine) and trending items; best first.
 
     Each item's neighbour weights are scaled by that item's strongest weight, so a very popular
     item does not drown the others; the n-th most recent item counts ``recency_decay**n``.
-    Purchased items are never returned.
+    Purchased items are never returned. ``session`` (the session model's scores, when it runs)
+    takes the place of the co-occurrence part.
     """
-    scores: dict[str, float] = {}
+    scores: dict[str, float] = dict(session) if session is not None else {}
     factor = 1.0
-    for item in recent_items(profile, settings):
+    for item in recent_items(profile, settings) if session is None else ():
         row = neighbours.get(item)
         if row:
             top = max(row.values())

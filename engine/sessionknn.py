@@ -83,6 +83,7 @@ class SessionKNNConfig:
     max_session_length: int = 50
     max_sessions: int = 500_000
     max_rules: int = 500
+    by_user: bool = False  # a user's whole history is one sequence (ignore shop session ids)
 
     def with_(self, **changes: Any) -> SessionKNNConfig:
         return replace(self, **changes)
@@ -123,8 +124,15 @@ class SessionKNN:
             self.learn_one(event)
 
     def learn_one(self, event: Event) -> None:
+        sid = event.user_id if self.config.by_user else session_of(event)
+        self.touch(sid, event.item_id, event.ts)
+
+    def touch(self, sid: str, item: str, ts: float) -> None:
+        """Session ``sid`` touched ``item`` at ``ts``: what one event teaches the model.
+
+        The Redis backend (``apply_batch.lua``, op ``Q``) implements the same steps.
+        """
         c = self.config
-        sid, item = session_of(event), event.item_id
         seq = self.sessions.get(sid)
         if seq is None:
             seq = self.sessions[sid] = []
@@ -144,7 +152,7 @@ class SessionKNN:
                     self.rules.add(item, prev, weight)
                 distance += 1
         if c.trend_weight > 0:
-            self._add_trend(item, event.ts)
+            self._add_trend(item, ts)
         index = self.item_sessions.get(item)
         if index is None:
             index = self.item_sessions[item] = {}
@@ -168,7 +176,7 @@ class SessionKNN:
             dropped = seq.pop(0)
             if dropped not in seq:
                 self.distinct[sid] -= 1
-        self.session_ts[sid] = event.ts
+        self.session_ts[sid] = ts
 
     def _add_trend(self, item: str, ts: float) -> None:
         half_life = self.config.trend_half_life_s
@@ -188,8 +196,10 @@ class SessionKNN:
 
     # --- scoring ---------------------------------------------------------------------------------
 
-    def neighbours(self, context: Context) -> list[tuple[str, float, int]]:
-        """The ``k`` most similar past sessions: (session, similarity, anchor position in context)."""
+    def candidates(self, context: Context) -> tuple[dict[str, float], dict[str, int], list[str]]:
+        """Sessions sharing items with the context: their raw similarity and anchor position, and
+        the ``sample`` most recent of them (the ones compared). Needs only the item -> sessions
+        index and the sessions' timestamps, so a store-backed reader can fetch the rest after it."""
         c = self.config
         items = context.items[-c.max_session_length :]
         n = len(items)
@@ -212,9 +222,17 @@ class SessionKNN:
             sim.pop(own, None)
         session_ts = self.session_ts
         if len(sim) > c.sample:
-            recent = heapq.nlargest(c.sample, sim, key=lambda s: session_ts.get(s, -math.inf))
+            # ties broken by id, so that a store-backed reader (other index order) picks the same
+            recent = heapq.nlargest(c.sample, sim, key=lambda s: (session_ts.get(s, -math.inf), s))
         else:
             recent = list(sim)
+        return sim, anchor, recent
+
+    def neighbours(self, context: Context) -> list[tuple[str, float, int]]:
+        """The ``k`` most similar past sessions: (session, similarity, anchor position in context)."""
+        c = self.config
+        sim, anchor, recent = self.candidates(context)
+        session_ts = self.session_ts
         now = context.ts
         half_life = c.recency_half_life_s
         distinct = self.distinct
@@ -275,15 +293,7 @@ class SessionKNN:
     def sr_scores(self, context: Context) -> dict[str, float]:
         """The rule votes of the ``sr_items`` most recent distinct context items (not normalised)."""
         c = self.config
-        sources: list[tuple[str, float]] = []
-        weight = 1.0
-        for item in reversed(context.items):
-            if any(item == source for source, _ in sources):
-                continue
-            sources.append((item, weight))
-            weight *= c.sr_items_decay
-            if len(sources) >= c.sr_items:
-                break
+        sources = sr_sources(c, context.items)
         divide_by = None
         if c.sr_pop_norm:
             divide_by = np.maximum(self.session_counts, 1.0) ** c.sr_pop_norm
@@ -323,7 +333,9 @@ class SessionKNN:
         return out
 
     def recommend(self, context: Context, k: int, exclude: Collection[str] = ()) -> list[str]:
-        return top_k(self.scores(context), k, exclude)
+        # Rounded to 12 digits: a store that sums partitions in another order differs in the last
+        # bits, and must still see the same ties (broken by item id).
+        return top_k({item: round(value, 12) for item, value in self.scores(context).items()}, k, exclude)
 
 
 # Chosen by coordinate search (engine/evaluation/tuning.py) on data that no report scores:
@@ -346,6 +358,7 @@ PRESETS: dict[str, SessionKNNConfig] = {
         reminder_decay=0.5,
     ),
     "users": SessionKNNConfig(
+        by_user=True,
         k=0,
         sr_weight=1.0,
         sr_symmetric=True,
@@ -358,3 +371,29 @@ PRESETS: dict[str, SessionKNNConfig] = {
         trend_weight=0.05,
     ),
 }
+
+
+def preset_for_engine(session_model: str) -> SessionKNNConfig | None:
+    """The session model the engine runs for ``EngineSettings.session_model`` (None when off)."""
+    if session_model == "off":
+        return None
+    try:
+        return PRESETS[session_model]
+    except KeyError:
+        raise ValueError(
+            f"unknown session model {session_model!r}; expected one of {sorted(PRESETS)} or off"
+        ) from None
+
+
+def sr_sources(config: SessionKNNConfig, items: Iterable[str]) -> list[tuple[str, float]]:
+    """The ``sr_items`` most recent distinct items of a context (``items`` oldest first), weighted."""
+    sources: list[tuple[str, float]] = []
+    weight = 1.0
+    for item in reversed(list(items)):
+        if any(item == source for source, _ in sources):
+            continue
+        sources.append((item, weight))
+        weight *= config.sr_items_decay
+        if len(sources) >= config.sr_items:
+            break
+    return sources

@@ -133,7 +133,8 @@ class CooccurrenceModel:
     def __init__(
         self, settings: EngineSettings | None = None, batch_size: int = 500, trending_refresh: int = 100
     ) -> None:
-        self.settings = settings or EngineSettings()
+        # The co-occurrence scorer alone: the session model is evaluated as a model of its own.
+        self.settings = settings or EngineSettings(session_model="off")
         self.store = MemoryStore(1, self.settings)
         self.batch_size = batch_size
         self.trending_refresh = trending_refresh

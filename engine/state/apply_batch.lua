@@ -60,6 +60,80 @@ while i <= n do
     local count = tonumber(ARGV[i + 1])
     for j = 1, count do redis.call('ZINCRBY', pop, ARGV[i + 1 + 2 * j], ARGV[i + 2 * j]) end
     i = i + 2 + 2 * count
+  elseif op == 'Q' then
+    -- Session-model touches (engine.sessionknn.SessionKNN.touch, step for step):
+    -- rule steps, rule distance power, symmetric rules, sessions kept per item, items kept per
+    -- session, sessions kept, rules kept per item, trend half-life (0: off), count, then
+    -- count x (session, item, ts).
+    local steps = tonumber(ARGV[i + 1])
+    local power = tonumber(ARGV[i + 2])
+    local symmetric = ARGV[i + 3] == '1'
+    local max_is = tonumber(ARGV[i + 4])
+    local max_len = tonumber(ARGV[i + 5])
+    local max_sessions = tonumber(ARGV[i + 6])
+    local max_rules = tonumber(ARGV[i + 7])
+    local trend_hl = tonumber(ARGV[i + 8])
+    local count = tonumber(ARGV[i + 9])
+    local sessions = base .. 'sess'
+    local trend = base .. 'tr'
+    local epoch = nil
+    if trend_hl > 0 then epoch = tonumber(redis.call('HGET', meta, 'trend_epoch')) end
+    local function add_rule(source, target, weight)
+      local key = base .. 'r:' .. source
+      redis.call('ZINCRBY', key, weight, target)
+      if redis.call('ZCARD', key) > 2 * max_rules then
+        redis.call('ZREMRANGEBYRANK', key, 0, -(max_rules + 1))
+      end
+    end
+    for j = 0, count - 1 do
+      local sid = ARGV[i + 10 + 3 * j]
+      local item = ARGV[i + 11 + 3 * j]
+      local ts_text = ARGV[i + 12 + 3 * j]
+      local ts = tonumber(ts_text)
+      local skey = base .. 'ss:' .. sid
+      if redis.call('ZSCORE', sessions, sid) == false then
+        redis.call('HINCRBY', meta, 'sessions', 1)
+        redis.call('ZADD', sessions, ts_text, sid)
+        if redis.call('ZCARD', sessions) > max_sessions then
+          local oldest = redis.call('ZPOPMIN', sessions)
+          redis.call('DEL', base .. 'ss:' .. oldest[1])
+        end
+      end
+      if steps > 0 then
+        local seq = redis.call('LRANGE', skey, -steps, -1)
+        local distance = 1
+        for k = #seq, 1, -1 do
+          local weight = string.format('%.17g', distance ^ -power)
+          add_rule(seq[k], item, weight)
+          if symmetric and seq[k] ~= item then add_rule(item, seq[k], weight) end
+          distance = distance + 1
+        end
+      end
+      if trend_hl > 0 then
+        if epoch == nil then
+          epoch = ts
+          redis.call('HSET', meta, 'trend_epoch', ts_text)
+        end
+        local exponent = (ts - epoch) / trend_hl
+        if exponent > 60 then  -- rebase before the scores overflow
+          redis.call('ZUNIONSTORE', trend, 1, trend, 'WEIGHTS', string.format('%.17g', 2 ^ -exponent))
+          epoch = ts
+          redis.call('HSET', meta, 'trend_epoch', ts_text)
+          exponent = 0
+        end
+        redis.call('ZINCRBY', trend, string.format('%.17g', 2 ^ exponent), item)
+      end
+      local ikey = base .. 'is:' .. item
+      if redis.call('ZSCORE', ikey, sid) == false then
+        redis.call('HINCRBY', base .. 'ic', item, 1)
+        if redis.call('ZCARD', ikey) >= max_is then redis.call('ZREMRANGEBYRANK', ikey, 0, 0) end
+      end
+      redis.call('ZADD', ikey, ts_text, sid)
+      redis.call('RPUSH', skey, item)
+      redis.call('LTRIM', skey, -max_len, -1)
+      redis.call('ZADD', sessions, ts_text, sid)
+    end
+    i = i + 10 + 3 * count
   else
     return redis.error_reply('apply_batch: unknown op ' .. tostring(op))
   end

@@ -8,7 +8,9 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.evaluation.base import Context
 from engine.logic import PartitionMeta, StateDelta, UserState
+from engine.sessionknn import SessionKNN
 
 
 @dataclass(slots=True)
@@ -19,6 +21,8 @@ class UserProfile:
     purchased: set[str] = field(default_factory=set)
     vector: np.ndarray | None = None
     vector_version: str | None = None
+    session_id: str | None = None  # the engine's current session of the user
+    session_ts: float | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +84,14 @@ class StateStore(Protocol):
     def set_recs_digests(self, partition: int, digests: Mapping[str, str]) -> None: ...
 
     def snapshot(self, partition: int) -> PartitionSnapshot: ...
+
+    def session_model(self, contexts: list[Context]) -> SessionKNN | None:
+        """A session model that can score ``contexts`` (None when ``session_model`` is off)."""
+        ...
+
+    def session_items(self, located: Mapping[str, int]) -> dict[str, list[str]]:
+        """Items of the session-model sessions given as session -> partition, oldest first."""
+        ...
 
 
 def keep_strongest(weights: dict[str, float], keep: int) -> None:

@@ -6,7 +6,9 @@ from collections.abc import Iterable, Mapping
 
 from engine.config import EngineSettings
 from engine.errors import WatermarkConflict
+from engine.evaluation.base import Context
 from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
+from engine.sessionknn import SessionKNN, preset_for_engine
 from engine.state.base import PartitionSnapshot, UserProfile, keep_strongest
 
 
@@ -22,6 +24,9 @@ class MemoryStore:
         self.trim = trim
         self._parts = [PartitionSnapshot() for _ in range(partitions)]
         self._digests: list[dict[str, str]] = [{} for _ in range(partitions)]
+        config = preset_for_engine(self.settings.session_model)
+        # One model over all partitions: the same answers as Redis's per-partition rows merged.
+        self._sessions = SessionKNN(config) if config is not None else None
 
     def load(
         self, partition: int, wanted: Mapping[str, Iterable[str]]
@@ -79,6 +84,9 @@ class MemoryStore:
             part.popularity[item] = part.popularity.get(item, 0.0) + w
         if delta.popularity_epoch is not None:
             part.popularity_epoch = delta.popularity_epoch
+        if self._sessions is not None:
+            for sid, item, ts in delta.touches:
+                self._sessions.touch(sid, item, ts)
 
     def watermarks(self) -> dict[int, int]:
         return {p: part.watermark for p, part in enumerate(self._parts)}
@@ -90,9 +98,17 @@ class MemoryStore:
                 list(part.history.get(u, [])),
                 set(part.purchases.get(u, set())),
                 *part.user_vectors.get(u, (None, None)),
+                *part.sessions.get(u, (None, None)),
             )
             for u in users
         }
+
+    def session_model(self, contexts: list[Context]) -> SessionKNN | None:
+        return self._sessions
+
+    def session_items(self, located: Mapping[str, int]) -> dict[str, list[str]]:
+        sessions = self._sessions.sessions if self._sessions is not None else {}
+        return {sid: list(sessions.get(sid, ())) for sid in located}
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}

@@ -29,8 +29,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.config import EngineSettings
 from engine.embeddings import from_bytes, to_bytes
 from engine.errors import StateStoreError, WatermarkConflict
+from engine.evaluation.base import Context
 from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
+from engine.sessionknn import SessionKNN, preset_for_engine
+from engine.state import redis_sessions
 from engine.state.base import PartitionSnapshot, UserProfile, keep_strongest
+from engine.state.redis_client import build_client
 
 T = TypeVar("T")
 
@@ -48,22 +52,12 @@ class RedisSettings(BaseSettings):
     socket_timeout_s: float = Field(10.0, gt=0)
     retry_attempts: int = Field(5, ge=0, description="retries of a failed call before the worker pauses")
     retry_backoff_s: float = Field(0.2, gt=0, description="first retry delay (doubles, capped at 2 s)")
+    cluster: bool = Field(False, description="the URL names a Redis Cluster node (RedisCluster client)")
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
-    # RESP2: redis-py converts RESP3 sorted-set replies score by score, which dominated reads.
-    kwargs: dict[str, Any] = {
-        "socket_timeout": settings.socket_timeout_s,
-        "socket_connect_timeout": 5.0,
-        "protocol": 2,
-    }
-    if settings.username:
-        kwargs["username"] = settings.username
-    if settings.password is not None:
-        kwargs["password"] = settings.password.get_secret_value()
-    if settings.ssl_ca_certs:
-        kwargs["ssl_ca_certs"] = settings.ssl_ca_certs
-    return redis.Redis.from_url(settings.url.get_secret_value(), **kwargs)
+    """A single-server or cluster client, per ``settings.cluster`` (see engine.state.redis_client)."""
+    return build_client(settings)  # type: ignore[return-value]  # RedisCluster serves the same calls
 
 
 def _num(value: float) -> str:
@@ -96,6 +90,7 @@ class RedisStore:
         self.client = client or connect(settings)
         source = resources.files("engine.state").joinpath("apply_batch.lua").read_text()
         self._apply_script = self.client.register_script(source)
+        self.session_config = preset_for_engine(self.engine.session_model)
 
     def __repr__(self) -> str:
         return f"RedisStore(partitions={self.partitions}, prefix={self.settings.key_prefix!r})"
@@ -203,6 +198,8 @@ class RedisStore:
             args += ["P", str(len(delta.popularity))]
             for item, weight in delta.popularity.items():
                 args += [item, _num(weight)]
+        if self.session_config is not None:
+            args += redis_sessions.encode_touches(delta, self.session_config, self.partitions)
         return args
 
     def apply(self, delta: StateDelta) -> None:
@@ -250,17 +247,21 @@ class RedisStore:
                 pipe.lrange(base + "h:" + user, 0, -1)
                 pipe.smembers(base + "b:" + user)
                 pipe.hmget(base + "uv:" + user, "v", "ver")
+                pipe.hmget(base + "s:" + user, "id", "ts")
             return pipe.execute()
 
         replies = self._call(run, "profiles")
-        return {
-            user: UserProfile(
-                [_text(x) for x in replies[3 * i]],
-                {_text(x) for x in replies[3 * i + 1]},
-                *_user_vector(replies[3 * i + 2]),
+        out: dict[str, UserProfile] = {}
+        for i, user in enumerate(users):
+            session_id, session_ts = replies[4 * i + 3]
+            out[user] = UserProfile(
+                [_text(x) for x in replies[4 * i]],
+                {_text(x) for x in replies[4 * i + 1]},
+                *_user_vector(replies[4 * i + 2]),
+                _text(session_id) if session_id is not None else None,
+                float(session_ts) if session_ts is not None else None,
             )
-            for i, user in enumerate(users)
-        }
+        return out
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
         items = list(dict.fromkeys(items))
@@ -312,6 +313,31 @@ class RedisStore:
                 value = decayed(float(score), epoch, now, self.engine.popularity_half_life_s)
                 totals[key] = totals.get(key, 0.0) + value
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def _pipelined(self, what: str) -> redis_sessions.Run:
+        def run(fill: Callable[[Any], None]) -> list[Any]:
+            def call() -> list[Any]:
+                pipe = self.client.pipeline(transaction=False)
+                fill(pipe)
+                return pipe.execute()
+
+            return self._call(call, what)
+
+        return run
+
+    def session_model(self, contexts: list[Context]) -> SessionKNN | None:
+        """A session model holding what scoring ``contexts`` needs (None when the model is off)."""
+        if self.session_config is None:
+            return None
+        bases = [self._base(p) for p in range(self.partitions)]
+        return redis_sessions.partial_model(
+            self._pipelined("session read"), bases, self.session_config, contexts
+        )
+
+    def session_items(self, located: Mapping[str, int]) -> dict[str, list[str]]:
+        """Items of sessions (session -> partition), oldest first."""
+        bases = [self._base(p) for p in range(self.partitions)]
+        return redis_sessions.session_items(self._pipelined("session read"), bases, dict(located))
 
     def locate_user(self, user: str) -> int | None:
         def run() -> list[Any]:

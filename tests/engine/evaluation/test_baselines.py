@@ -83,7 +83,7 @@ def test_recent_popularity_forgets_old_clicks_and_survives_long_gaps() -> None:
 
 
 def test_cooccurrence_model_ranks_exactly_as_the_production_recommender() -> None:
-    settings = EngineSettings()
+    settings = EngineSettings(session_model="off")
     model = CooccurrenceModel(settings, batch_size=37, trending_refresh=1)
     events = random_sessions()
     model.learn(events)

@@ -146,9 +146,13 @@ class TestStateStoreContract:
         )
 
         profiles = store.profiles(0, ["u1", "u2"])
-        assert profiles["u1"] == UserProfile(["b", "a"], {"b"})
+        assert profiles["u1"] == UserProfile(
+            ["b", "a"], {"b"}, session_id=f"u1@{int(T0)}", session_ts=T0 + 10
+        )
         assert profiles["u2"] == UserProfile()  # u2 lives in partition 1
-        assert store.profiles(1, ["u2"])["u2"] == UserProfile(["c", "a"], set())
+        assert store.profiles(1, ["u2"])["u2"] == UserProfile(
+            ["c", "a"], set(), session_id="s9", session_ts=T0 + 30
+        )
         assert store.locate_user("u1") == 0 and store.locate_user("u2") == 1
         assert store.locate_user("nobody") is None
 
@@ -226,7 +230,8 @@ class TestStateStoreContract:
             store.apply(ahead)
         assert comparable(store.snapshot(0)) == comparable(before)
         assert store.watermarks() == {0: 1, 1: -1}
-        assert store.profiles(0, ["u1"])["u1"] == UserProfile(["b", "a"], set())
+        profile = store.profiles(0, ["u1"])["u1"]
+        assert (profile.history, profile.purchased, profile.session_ts) == (["b", "a"], set(), T0 + 1)
         # The conflict is per partition: partition 1 still accepts its first batch.
         apply_events(store, 1, [ev("e9", "a", user="u2")])
         assert store.watermarks() == {0: 1, 1: 0}

@@ -1,0 +1,146 @@
+"""The session model kept in Redis scores exactly like the in-memory one and the evaluation model.
+
+Three implementations of one model must agree: :class:`SessionKNN` fed event by event (what
+``streamrec eval`` measures), the memory store fed by batch deltas, and Redis fed by the batch Lua
+script and read back through :func:`engine.state.redis_sessions.partial_model`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from engine.config import EngineSettings
+from engine.evaluation.base import Context, top_k
+from engine.events import Event
+from engine.logic import compute_delta
+from engine.sessionknn import PRESETS, SessionKNN
+from engine.state.base import StateStore
+from engine.state.memory import MemoryStore
+from engine.state.redis_store import RedisSettings, RedisStore
+
+PARTITIONS = 3
+T0 = 1_700_000_000.0
+
+
+def session_events(n_sessions: int = 400, seed: int = 7) -> list[Event]:
+    """Sessions over 60 items with popular items and repeated clicks, in time order."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    ts = T0
+    for s in range(n_sessions):
+        user = f"u{rng.randrange(120)}"
+        sid = f"s{s}"
+        item = rng.randrange(60)
+        for _ in range(rng.randint(1, 8)):
+            ts += rng.uniform(1, 600)
+            # walk to a nearby item, or jump to a popular one
+            item = (item + rng.randint(-3, 3)) % 60 if rng.random() < 0.7 else rng.choice((0, 1, 2, 3))
+            events.append(Event(f"e{len(events)}", ts, user, f"i{item}", "click", session_id=sid))
+    return events
+
+
+def feed(store: StateStore, events: list[Event], settings: EngineSettings, batch: int = 37) -> None:
+    """Route by user to partitions and apply in batches, the way the worker does."""
+    routed: dict[int, list[Event]] = {}
+    for event in events:
+        routed.setdefault(int(event.user_id[1:]) % PARTITIONS, []).append(event)
+    offsets = dict.fromkeys(routed, 0)
+    # interleave partitions batch by batch, as a worker polling all of them would
+    pending = {p: list(rows) for p, rows in routed.items()}
+    while any(pending.values()):
+        for p, rows in pending.items():
+            chunk, pending[p] = rows[:batch], rows[batch:]
+            if not chunk:
+                continue
+            wanted: dict[str, list[str]] = {}
+            for event in chunk:
+                wanted.setdefault(event.user_id, []).append(event.event_id)
+            meta, users = store.load(p, wanted)
+            records = list(enumerate(chunk, offsets[p]))
+            offsets[p] += len(chunk)
+            store.apply(compute_delta(p, records, users, meta, settings))
+
+
+@pytest.fixture(params=["sessions", "users"])
+def preset(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def redis_store(redis_url: str, preset: str) -> Iterator[RedisStore]:
+    store = RedisStore(
+        RedisSettings(url=redis_url, key_prefix="sm"), PARTITIONS, EngineSettings(session_model=preset)
+    )
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def contexts_of(events: list[Event], preset: str) -> list[Context]:
+    """Requests at many points of the stream: a sequence so far, asked for just after its last event."""
+    sequences: dict[str, list[str]] = {}
+    contexts = []
+    for n, event in enumerate(events):
+        key = event.user_id if preset == "users" else event.session_id
+        assert key is not None
+        sequences.setdefault(key, []).append(event.item_id)
+        if n % 7 == 0:
+            contexts.append(Context(event.user_id, tuple(sequences[key]), event.ts + 1, key))
+    return contexts
+
+
+def assert_same_scores(expected: dict[str, float], actual: dict[str, float]) -> None:
+    assert expected.keys() == actual.keys()
+    for item, value in expected.items():
+        assert math.isclose(actual[item], value, rel_tol=1e-9, abs_tol=1e-12), item
+
+
+@pytest.mark.stack
+def test_redis_session_model_scores_like_the_in_memory_model(redis_store: RedisStore, preset: str) -> None:
+    settings = EngineSettings(session_model=preset)
+    events = session_events()
+    reference = SessionKNN(PRESETS[preset])
+    reference.learn(events)
+    memory = MemoryStore(PARTITIONS, settings)
+    feed(memory, events, settings)
+    feed(redis_store, events, settings)
+
+    contexts = contexts_of(events, preset)
+    assert len(contexts) > 100
+    memory_model = memory.session_model(contexts)
+    assert memory_model is not None
+    ranked_lists = 0
+    for context in contexts:
+        expected = reference.scores(context)
+        assert_same_scores(expected, memory_model.scores(context))
+        partial = redis_store.session_model([context])
+        assert partial is not None
+        assert_same_scores(expected, partial.scores(context))
+        ranked = top_k(expected, 20)
+        assert top_k(partial.scores(context), 20) == ranked
+        ranked_lists += bool(ranked)
+    assert ranked_lists > 100
+    # One read for many contexts serves each of them like a read of its own.
+    shared = redis_store.session_model(contexts[:40])
+    assert shared is not None
+    for context in contexts[:40]:
+        assert_same_scores(reference.scores(context), shared.scores(context))
+
+
+@pytest.mark.stack
+def test_session_items_are_kept_per_session(redis_store: RedisStore, preset: str) -> None:
+    settings = EngineSettings(session_model=preset)
+    events = session_events(60)
+    feed(redis_store, events, settings)
+    key = events[-1].user_id if preset == "users" else events[-1].session_id
+    assert key is not None
+    partition = int(events[-1].user_id[1:]) % PARTITIONS
+    expected = [
+        e.item_id for e in events if (e.user_id if preset == "users" else e.session_id) == key
+    ][-PRESETS[preset].max_session_length :]
+    assert redis_store.session_items({key: partition}) == {key: expected}

@@ -12,25 +12,33 @@ Per poll, the commit order is (see DESIGN.md, Guarantees):
 6. commit the consumer offsets, only now that the state and the recs are durable.
 
 A crash anywhere leaves records above the committed offset; they are re-delivered, and those at or
-below the watermark are skipped (their users' recs are recomputed, which repairs step 4-5).
+below the watermark are skipped (their users' recs are recomputed, which repairs step 4-5). So on
+assignment a worker resumes at the committed offset when that lies at or below the watermark, and
+just after the watermark otherwise.
+
+Tests crash a worker between these steps through ``fault`` (see :data:`FAULT_STEPS`), set in code
+or, for worker processes, with ``STREAMREC_WORKER_FAULT_AT=step:nth``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.offsets import group_lag
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace
-from engine.errors import BrokerError, StateStoreError, WatermarkConflict
+from engine.errors import BrokerError, ConfigurationError, StateStoreError, WatermarkConflict
 from engine.pipeline import BatchOutcome, BatchProcessor, RawRecord
 from engine.recommend import Recommender
 from engine.state.base import StateStore
@@ -38,6 +46,42 @@ from producers.kafka import KafkaSettings, client_config
 from producers.recs import DeadLetterPublisher, RecsPublisher, flush, make_producer
 
 log = logging.getLogger("streamrec.worker")
+
+#: The points between the commit steps where a test may crash a worker, in the order they are reached.
+FAULT_STEPS = (
+    "dlq_flushed",  # dead letters flushed, state not written
+    "state_written",  # one partition's delta + watermark written, its recs not computed
+    "recs_produced",  # recs queued, producer not flushed
+    "recs_flushed",  # recs delivered, their digests not stored
+    "digests_written",  # digests stored, offsets not committed
+    "committed",  # offsets committed
+    "assigned",  # rebalance: watermarks read, partitions not yet assigned
+    "revoked",  # rebalance: partitions being taken away
+)
+
+Fault = Callable[[str], None]
+
+
+def fault_from_spec(spec: str) -> Fault:
+    """``"step:nth"``: a fault that SIGKILLs this process the nth time it reaches ``step``.
+
+    For tests of worker processes only: a real crash, with no ``finally`` and no flush.
+    """
+    step, _, nth = spec.partition(":")
+    if step not in FAULT_STEPS or not nth.isdigit() or int(nth) < 1:
+        raise ConfigurationError(
+            f"STREAMREC_WORKER_FAULT_AT must be 'step:n' with step in {', '.join(FAULT_STEPS)}, got {spec!r}"
+        )
+    remaining = {step: int(nth)}
+
+    def fault(at: str) -> None:
+        if at in remaining:
+            remaining[at] -= 1
+            if remaining[at] == 0:
+                log.warning("fault injection: killing this worker at %s", at)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return fault
 
 
 class WorkerSettings(BaseSettings):
@@ -47,9 +91,13 @@ class WorkerSettings(BaseSettings):
 
     batch_size: int = Field(2000, ge=1, description="records per consume() call")
     poll_timeout_s: float = Field(0.5, gt=0)
+    fetch_wait_max_ms: int = Field(
+        20, ge=0, le=10_000, description="longest the broker holds a fetch for data (latency vs requests)"
+    )
     idle_checks: int = Field(2, ge=1, description="empty polls with zero lag before --until-idle exits")
     publish_recs: bool = Field(True, description="produce recommendations to the recs topic")
     model_version: str = "cooccurrence-v1"
+    fault_at: str | None = Field(None, description="testing only: 'step:n' kills the worker at step n")
 
 
 @dataclass(slots=True)
@@ -63,6 +111,8 @@ class WorkerStats:
     recs_published: int = 0
     conflicts: int = 0
     store_outages: int = 0
+    broker_outages: int = 0
+    assignments: int = 0
     model_swaps: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -80,6 +130,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         versions: Mapping[str, str | None] | None = None,
         space_source: Callable[[], EmbeddingSpace | None] | None = None,
+        fault: Fault | None = None,
     ) -> None:
         self.kafka = kafka
         self.store = store
@@ -94,7 +145,14 @@ class Worker:
         self.space_source = space_source
         self.stats = WorkerStats()
         self.stop_event = threading.Event()
+        # Observability hook (consumers.metrics): called as on_batch(worker, consumer, seconds).
+        self.on_batch: Callable[[Worker, Consumer, float], None] | None = None
         self._consumer: Consumer | None = None
+        self._paused = False
+        # None in production: every step checks it and moves on.
+        if fault is None and self.settings.fault_at:
+            fault = fault_from_spec(self.settings.fault_at)
+        self.fault = fault
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -105,6 +163,8 @@ class Worker:
             "auto.offset.reset": "earliest",
             "session.timeout.ms": self.kafka.session_timeout_ms,
             "heartbeat.interval.ms": max(500, self.kafka.session_timeout_ms // 3),
+            "max.poll.interval.ms": max(self.kafka.max_poll_interval_ms, self.kafka.session_timeout_ms),
+            "fetch.wait.max.ms": self.settings.fetch_wait_max_ms,
             "max.partition.fetch.bytes": self.kafka.max_message_bytes,
             "fetch.max.bytes": max(self.kafka.max_message_bytes, 16 * 1024 * 1024),
         }
@@ -114,22 +174,41 @@ class Worker:
             raise BrokerError(f"cannot create Kafka consumer: {exc}") from exc
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Resume right after the state's watermark: records at or below it are already applied.
         try:
             watermarks = self.store.watermarks()
         except StateStoreError as exc:
             # Start from the committed offsets instead: the watermark check still skips applied records.
             log.warning("cannot read watermarks on assignment: %s", exc)
             watermarks = {}
+        try:
+            committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+        except KafkaException as exc:
+            log.warning("cannot read committed offsets on assignment: %s", exc)
+            committed = {}
         for tp in partitions:
             mark = watermarks.get(tp.partition, -1)
-            if mark >= 0:
-                tp.offset = mark + 1
+            if mark < 0:
+                continue
+            start = committed.get(tp.partition, -1)
+            # Records between the committed offset and the watermark were applied but their recs
+            # may not have been flushed (a crash in steps 4-6): re-read them, so that they are skipped
+            # and their users' recs recomputed. Never committed at all: the same, from the start.
+            # Committed past the watermark (the state lost writes): re-apply from the watermark.
+            tp.offset = start if 0 <= start <= mark + 1 else (OFFSET_BEGINNING if start < 0 else mark + 1)
+        self._fault_at("assigned")
+        self.stats.assignments += 1
         log.info("assigned partitions %s", [tp.partition for tp in partitions])
         consumer.assign(partitions)
+        if self._paused:  # assigned while waiting for the state store: stay paused
+            consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._fault_at("revoked")
         log.info("revoked partitions %s", [tp.partition for tp in partitions])
+
+    def _fault_at(self, step: str) -> None:
+        if self.fault is not None:
+            self.fault(step)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -156,9 +235,23 @@ class Worker:
                     continue
                 idle = 0
                 try:
+                    started = time.perf_counter()
                     self._handle(consumer, producer, recs, dlq, batches)
+                    if self.on_batch is not None:
+                        self.on_batch(self, consumer, time.perf_counter() - started)
                 except StateStoreError as exc:
                     self._wait_for_store(consumer, batches, exc)
+                except BrokerError as exc:
+                    # Recs or dead letters not acknowledged (broker down or restarting): nothing of
+                    # the batch was committed, so read it again; applied records are skipped by the
+                    # watermark and their users' recs published again. The clients reconnect.
+                    self.stats.broker_outages += 1
+                    log.warning("broker unavailable, retrying the batch: %s", exc)
+                    for publisher in (recs, dlq):
+                        with contextlib.suppress(BrokerError):
+                            publisher.check()  # forget failed deliveries: the retry sends them again
+                    self._rewind(consumer, batches)
+                    self.stop_event.wait(1.0)
         finally:
             producer.flush(10)
             consumer.close()
@@ -206,24 +299,38 @@ class Worker:
         """
         self.stats.store_outages += 1
         log.warning("state store unavailable, pausing consumption: %s", exc)
+        self._rewind(consumer, batches)
+        self._paused = True
+        consumer.pause(consumer.assignment())
+        delay = 0.5
+        try:
+            while not self.stop_event.is_set():
+                msg = consumer.poll(delay)
+                if msg is not None and msg.error() is None:
+                    # Fetched from a partition that was not paused (a rebalance slipped in before
+                    # _on_assign could pause it): put the record back, or it would be skipped.
+                    self._rewind(
+                        consumer, {msg.partition(): [RawRecord(msg.partition(), msg.offset(), None)]}
+                    )
+                    consumer.pause(consumer.assignment())
+                try:
+                    self.store.watermarks()
+                    break
+                except StateStoreError:
+                    delay = min(delay * 2, 5.0)
+        finally:
+            self._paused = False
+        consumer.resume(consumer.assignment())
+        log.warning("state store back, resuming")
+
+    def _rewind(self, consumer: Consumer, batches: Mapping[int, list[RawRecord]]) -> None:
+        """Seek each partition back to the first record of its unfinished batch."""
         topic = self.kafka.events_topic
         for partition, records in batches.items():
             try:
                 consumer.seek(TopicPartition(topic, partition, min(r.offset for r in records)))
             except KafkaException as seek_error:  # partition revoked meanwhile: its new owner resumes it
                 log.info("cannot rewind partition %s: %s", partition, seek_error)
-        assignment = consumer.assignment()
-        consumer.pause(assignment)
-        delay = 0.5
-        while not self.stop_event.is_set():
-            consumer.poll(delay)
-            try:
-                self.store.watermarks()
-                break
-            except StateStoreError:
-                delay = min(delay * 2, 5.0)
-        consumer.resume(consumer.assignment())
-        log.warning("state store back, resuming")
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -257,6 +364,7 @@ class Worker:
                     dlq.dead_letter(topic, record, reason)
                 flush(producer)
                 dlq.check()
+                self._fault_at("dlq_flushed")
 
         done: list[TopicPartition] = []
         pending_digests: list[tuple[int, dict[str, str]]] = []
@@ -269,9 +377,16 @@ class Worker:
                 self.stats.conflicts += 1
                 log.warning("skipping batch: %s", exc)
                 continue
+            self._fault_at("state_written")
             self.stats.applied += outcome.applied
             self.stats.duplicates += outcome.duplicates
             self.stats.already_applied += outcome.already_applied
+            if outcome.already_applied:
+                log.info(
+                    "partition %s: skipped %d re-delivered records at or below the watermark",
+                    partition,
+                    outcome.already_applied,
+                )
             self.stats.dead_lettered += len(outcome.dead_letters)
             self._extend_space(outcome.events)
             if self.settings.publish_recs and outcome.touched_users:
@@ -282,16 +397,20 @@ class Worker:
                 pending_digests.append((partition, changed))
                 self.stats.recs_published += len(changed)
             done.append(TopicPartition(topic, partition, outcome.last_offset + 1))
+        self._fault_at("recs_produced")
         flush(producer)
         recs.check()
+        self._fault_at("recs_flushed")
         for partition, digests in pending_digests:
             self.store.set_recs_digests(partition, digests)
+        self._fault_at("digests_written")
         if done:
             try:
                 consumer.commit(offsets=done, asynchronous=False)
             except KafkaException as exc:
                 # Safe to lose: the watermark makes the re-delivered records no-ops.
                 log.warning("offset commit failed (records will be re-delivered and skipped): %s", exc)
+        self._fault_at("committed")
         self.stats.batches += 1
 
     def _caught_up(self) -> bool:

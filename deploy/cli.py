@@ -122,11 +122,23 @@ def run(
         bool, typer.Option("--until-idle", help="exit once the group's lag is zero")
     ] = False,
     max_seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="serve Prometheus /metrics here (worker i of N: port + i)"),
+    ] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="log one JSON object per line")] = False,
 ) -> None:
     """Run the engine workers: consume events, update Redis, publish recommendations."""
+    from consumers.metrics import configure_logging
     from deploy.runner import run_workers
 
     settings = load_settings()
+    chosen = {"metrics_port": metrics_port, "log_json": log_json or None}
+    settings.observability = settings.observability.model_copy(
+        update={k: v for k, v in chosen.items() if v is not None}
+    )
+    if settings.observability.log_json:
+        configure_logging(logging.getLogger().level, True, "")
     if not until_idle:
         logging.getLogger("streamrec").setLevel(logging.INFO)
     started = time.monotonic()
@@ -231,6 +243,10 @@ def train(
     items: Annotated[Path | None, typer.Option(help="item metadata (ML-100k .item) for cold items")] = None,
     publish_model: Annotated[bool, typer.Option("--publish/--no-publish", help="point workers at it")] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="write a JSON report here")] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(min=1, help="data-parallel training processes (torch DDP: gloo on CPU, NCCL on GPU)"),
+    ] = 1,
 ) -> None:
     """Train item embeddings, build the ANN index, and publish the version to the workers."""
     from deploy.models import events_from_topic, publish
@@ -261,7 +277,12 @@ def train(
             bar.console.print(f"epoch {epoch}: loss {loss:.4f}{shown}")
             bar.update(task, completed=epoch)
 
-        embeddings = fit(log_events, settings.train, progress)
+        if nproc > 1:
+            from models.distributed import fit_distributed
+
+            embeddings = fit_distributed(log_events, settings.train, nproc, progress)
+        else:
+            embeddings = fit(log_events, settings.train, progress)
         bar.update(task, completed=settings.train.epochs)  # early stopping ends the bar too
     train_s = time.monotonic() - started
     cold = 0
@@ -323,6 +344,17 @@ def evaluate(
     model: Annotated[str, typer.Option(help="the model to evaluate")] = "default",
     json_path: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG of the sliding-window curves")] = None,
+    through_stack: Annotated[
+        bool,
+        typer.Option(
+            "--through-stack",
+            help="learn through Kafka + an engine worker + Redis and score from Redis (session-knn)",
+        ),
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="use only the first N test events")] = None,
+    baselines: Annotated[
+        str | None, typer.Option(help="comma-separated baselines (default: all; '' for none)")
+    ] = None,
 ) -> None:
     """Quality report: the engine and built-in baselines on the same protocol (HR, MRR, NDCG, ...)."""
     from deploy.eval_command import eval_command
@@ -331,7 +363,24 @@ def evaluate(
         ks = [int(x) for x in k.split(",") if x.strip()]
     except ValueError:
         _fail(f"--k must be comma-separated integers, got {k!r}")
-    eval_command(train, test, fmt, protocol, mode, ks, model, json_path, plot)
+    chosen = None if baselines is None else [b.strip() for b in baselines.split(",") if b.strip()]
+    try:
+        eval_command(
+            train,
+            test,
+            fmt,
+            protocol,
+            mode,
+            ks,
+            model,
+            json_path,
+            plot,
+            baselines=chosen,
+            through_stack=through_stack,
+            limit=limit,
+        )
+    except StreamrecError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -346,6 +395,80 @@ def demo(
     from deploy.demo import run_demo
 
     run_demo(out, console, data, limit, train_model)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="listen address (default: STREAMREC_GATEWAY_HOST)")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="listen port (default: STREAMREC_GATEWAY_PORT)")
+    ] = None,
+) -> None:
+    """Gateway: live recommendations (WebSocket/SSE), HTTP pull, event intake, storefront page."""
+    from deploy.gateway.server import load_gateway_settings, serve_gateway
+
+    logging.getLogger("streamrec").setLevel(logging.INFO)
+    serve_gateway(
+        load_settings(), load_gateway_settings(), host, port, lambda m: out.print(m, soft_wrap=True)
+    )
+
+
+@app.command()
+def bench(
+    which: Annotated[str, typer.Argument(help="ingest, latency, ann, train or all")] = "all",
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
+    events: Annotated[int, typer.Option(min=1, help="ingest: events to replay (e.g. 10000000)")] = 200_000,
+    workers: Annotated[int, typer.Option(min=1, help="ingest: worker processes")] = 1,
+    partitions: Annotated[int, typer.Option(min=1, help="partitions of the bench topics")] = 4,
+    peers: Annotated[
+        bool, typer.Option("--peers/--no-peers", help="ingest: run the Faust and naive peers")
+    ] = True,
+    peer_events: Annotated[int, typer.Option(min=1, help="ingest: events each peer processes")] = 20_000,
+    profile: Annotated[
+        Path | None, typer.Option(help="ingest: cProfile the workers into PATH.<i>.prof")
+    ] = None,
+    rates: Annotated[str, typer.Option(help="latency: offered events/s, comma-separated")] = "2000,10000",
+    duration: Annotated[float, typer.Option(min=1, help="latency: seconds per rate")] = 10.0,
+    warmup_events: Annotated[
+        int, typer.Option(min=0, help="latency: events applied before measuring")
+    ] = 50_000,
+    poll_timeout: Annotated[float | None, typer.Option(help="latency: worker poll timeout (s)")] = None,
+    fetch_wait_ms: Annotated[
+        int | None, typer.Option(help="latency what-if: worker fetch.wait.max.ms")
+    ] = None,
+    ann_sizes: Annotated[str, typer.Option(help="ann: catalogue sizes, comma-separated")] = "100000",
+    hnsw_m: Annotated[int, typer.Option(min=4, help="ann: HNSW links per node")] = 32,
+    ef_construction: Annotated[int, typer.Option(min=8, help="ann: HNSW build beam width")] = 100,
+    train_events: Annotated[int, typer.Option(min=100, help="train: generator events")] = 200_000,
+    train_epochs: Annotated[int, typer.Option(min=1, help="train: maximum epochs")] = 10,
+    existing_stack: Annotated[
+        bool, typer.Option("--existing-stack", help="use the configured stack instead of starting one")
+    ] = False,
+) -> None:
+    """Speed report: ingest throughput (+ Faust and naive peers), latency, ANN, training."""
+    from deploy.bench import SUITES, BenchOptions, run_benchmarks
+    from deploy.bench.report import show, write_json
+
+    suites = list(SUITES) if which == "all" else [which]
+    try:
+        options = BenchOptions(
+            events=events, workers=workers, partitions=partitions, peers=peers, peer_events=peer_events,
+            profile=profile, rates=[float(r) for r in rates.split(",") if r.strip()], duration_s=duration,
+            warmup_events=warmup_events, poll_timeout_s=poll_timeout, fetch_wait_ms=fetch_wait_ms,
+            ann_sizes=[int(n) for n in ann_sizes.split(",") if n.strip()], hnsw_m=hnsw_m,
+            ef_construction=ef_construction, train_events=train_events, train_epochs=train_epochs,
+            use_existing_stack=existing_stack,
+        )  # fmt: skip
+        results = run_benchmarks(suites, options)
+    except ValueError as exc:
+        _fail(str(exc))
+    if json_path:
+        write_json(json_path, results)
+    show(out, results)
+    if json_path:
+        out.print(f"JSON written to {json_path}")
+    if results["meta"]["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command("config")

@@ -7,6 +7,7 @@ import multiprocessing
 import signal
 from dataclasses import asdict
 
+from consumers.metrics import TimedStore, WorkerMetrics, configure_logging
 from consumers.worker import Worker, WorkerStats
 from deploy.models import ModelWatcher, Refresher
 from deploy.settings import Settings
@@ -22,10 +23,18 @@ def make_store(settings: Settings) -> RedisStore:
     return RedisStore(settings.redis, partitions, settings.engine)
 
 
-def run_worker(settings: Settings, until_idle: bool, max_seconds: float | None = None) -> WorkerStats:
+def run_worker(
+    settings: Settings, until_idle: bool, max_seconds: float | None = None, index: int = 0
+) -> WorkerStats:
     store = make_store(settings)
     watcher = ModelWatcher(store.client, settings.redis.key_prefix, settings.model.check_interval_s)
-    worker = Worker(settings.kafka, store, settings.engine, settings.worker, space_source=watcher.poll)
+    port = settings.observability.metrics_port
+    metrics = WorkerMetrics() if port else None
+    timed = TimedStore(store, metrics) if metrics else store
+    worker = Worker(settings.kafka, timed, settings.engine, settings.worker, space_source=watcher.poll)  # type: ignore[arg-type]
+    if metrics is not None and port:
+        metrics.serve(port + index)  # one port per worker process of this host
+        worker.on_batch = metrics.on_batch
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %s: finishing the current batch, then stopping", signum)
@@ -41,10 +50,16 @@ def run_worker(settings: Settings, until_idle: bool, max_seconds: float | None =
 
 
 def _child(
-    settings: Settings, until_idle: bool, max_seconds: float | None, results: multiprocessing.Queue
+    settings: Settings,
+    until_idle: bool,
+    max_seconds: float | None,
+    results: multiprocessing.Queue,
+    index: int,
 ) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(message)s")
-    stats = run_worker(settings, until_idle, max_seconds)
+    configure_logging(
+        logging.INFO, settings.observability.log_json, "%(asctime)s %(processName)s %(name)s %(message)s"
+    )
+    stats = run_worker(settings, until_idle, max_seconds, index)
     results.put(asdict(stats))
 
 
@@ -72,7 +87,7 @@ def _run_workers(settings: Settings, workers: int, until_idle: bool, max_seconds
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(settings, until_idle, max_seconds, results), name=f"worker-{i}")
+        ctx.Process(target=_child, args=(settings, until_idle, max_seconds, results, i), name=f"worker-{i}")
         for i in range(workers)
     ]
     for proc in procs:

@@ -6,9 +6,10 @@ stack's ``.streamrec/stack.env`` in the working directory (written by ``streamre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from consumers.metrics import ObservabilitySettings
 from consumers.worker import WorkerSettings
 from deploy.models import ModelSettings
 from engine.config import EngineSettings
@@ -17,7 +18,7 @@ from index.factory import IndexSettings
 from models.settings import TrainSettings
 from producers.kafka import KafkaSettings
 
-SUBSYSTEMS = ("kafka", "redis", "engine", "worker", "model", "train", "index")
+SUBSYSTEMS = ("kafka", "redis", "engine", "worker", "observability", "model", "train", "index")
 
 STACK_DIR = ".streamrec"
 STACK_ENV = "stack.env"
@@ -32,6 +33,8 @@ class Settings:
     model: ModelSettings
     train: TrainSettings
     index: IndexSettings
+    # Defaulted (and last) so that code building Settings by hand need not name it.
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     def describe(self) -> dict[str, dict[str, object]]:
         """Every setting by subsystem, secrets masked (pydantic prints SecretStr as '**********')."""
@@ -53,6 +56,7 @@ def load_settings(workdir: Path | None = None) -> Settings:
         redis=RedisSettings(_env_file=source),  # type: ignore[call-arg]
         engine=EngineSettings(_env_file=source),  # type: ignore[call-arg]
         worker=WorkerSettings(_env_file=source),  # type: ignore[call-arg]
+        observability=ObservabilitySettings(_env_file=source),  # type: ignore[call-arg]
         model=ModelSettings(_env_file=source),  # type: ignore[call-arg]
         train=TrainSettings(_env_file=source),  # type: ignore[call-arg]
         index=IndexSettings(_env_file=source),  # type: ignore[call-arg]

@@ -64,7 +64,8 @@ def test_every_key_of_a_partition_carries_its_hash_tag(store: RedisStore) -> Non
     # One Redis Cluster slot per partition: the atomic batch write never spans slots.
     assert all(k.startswith("t:{1}:") for k in keys), keys
     kinds = {k[len("t:{1}:") :].split(":")[0] for k in keys}
-    assert kinds == {"meta", "h", "b", "seen", "s", "co", "pop", "rd"}
+    # session model (preset "sessions": no trend): sessions, their items, item index, idf counts, rules
+    assert kinds == {"meta", "h", "b", "seen", "s", "co", "pop", "rd", "sess", "ss", "is", "ic", "r"}
 
 
 @pytest.mark.stack

@@ -140,7 +140,7 @@ def test_session_items_are_kept_per_session(redis_store: RedisStore, preset: str
     key = events[-1].user_id if preset == "users" else events[-1].session_id
     assert key is not None
     partition = int(events[-1].user_id[1:]) % PARTITIONS
-    expected = [
-        e.item_id for e in events if (e.user_id if preset == "users" else e.session_id) == key
-    ][-PRESETS[preset].max_session_length :]
+    expected = [e.item_id for e in events if (e.user_id if preset == "users" else e.session_id) == key][
+        -PRESETS[preset].max_session_length :
+    ]
     assert redis_store.session_items({key: partition}) == {key: expected}

@@ -116,6 +116,7 @@ class SessionKNN:
         self.trend: dict[str, float] = {}  # forward-decayed counts relative to trend_epoch
         self.trend_epoch: float | None = None
         self.trend_top = 0.0
+        self._gap_table: list[float] | None = None
 
     # --- learning --------------------------------------------------------------------------------
 
@@ -251,13 +252,31 @@ class SessionKNN:
         best = heapq.nlargest(c.k, scored)
         return [(sid, value, anchor[sid]) for value, sid in best]
 
+    def _gap_weights(self) -> list[float]:
+        """``exp(-|gap| / item_decay)`` (times ``before_weight`` before the anchor) for every gap,
+        at index ``gap + max_session_length``: a lookup instead of an ``exp`` per neighbour item."""
+        c = self.config
+        inv_decay = 1.0 / c.item_decay
+        span = c.max_session_length
+        table = []
+        for gap in range(-span, span + 1):
+            weight = math.exp(-abs(gap) * inv_decay)
+            if gap < 0:
+                weight *= c.before_weight
+            table.append(weight)
+        return table
+
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""
         c = self.config
         items = context.items[-c.max_session_length :]
         scores: dict[str, float] = {}
-        inv_decay = 1.0 / c.item_decay
+        table = self._gap_table
+        if table is None:
+            table = self._gap_table = self._gap_weights()
+        span = c.max_session_length
         last = len(items) - 1
+        get = scores.get
         for sid, similarity, anchor_position in self.neighbours(context):
             seq = self.sessions[sid]
             anchor_item = items[anchor_position]
@@ -267,22 +286,19 @@ class SessionKNN:
             at = len(seq) - 1
             while at > 0 and seq[at] != anchor_item:
                 at -= 1
+            base = span - at
             if c.distinct_votes:
                 best: dict[str, float] = {}
+                best_get = best.get
                 for position, item in enumerate(seq):
-                    gap = position - at
-                    weight = math.exp(-abs(gap) * inv_decay) * (c.before_weight if gap < 0 else 1.0)
-                    if weight > best.get(item, 0.0):
+                    weight = table[base + position]
+                    if weight > best_get(item, 0.0):
                         best[item] = weight
                 for item, weight in best.items():
-                    scores[item] = scores.get(item, 0.0) + similarity * weight
+                    scores[item] = get(item, 0.0) + similarity * weight
                 continue
             for position, item in enumerate(seq):
-                gap = position - at
-                weight = math.exp(-abs(gap) * inv_decay)
-                if gap < 0:
-                    weight *= c.before_weight
-                scores[item] = scores.get(item, 0.0) + similarity * weight
+                scores[item] = get(item, 0.0) + similarity * table[base + position]
         if c.idf_weight and scores:
             total = max(self.n_sessions, 1)
             count = self.item_count

@@ -1,0 +1,57 @@
+"""The production recommender ranks with the session model when it is on."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import EngineSettings
+from engine.evaluation.base import Context
+from engine.events import Event
+from engine.logic import compute_delta
+from engine.recommend import Recommender
+from engine.sessionknn import PRESETS, SessionKNN
+from engine.state.memory import MemoryStore
+
+T0 = 1_700_000_000.0
+
+
+def events() -> list[Event]:
+    """Ten shoppers walk a, b, c, d in order; u-last has just looked at a and b."""
+    out = []
+    for n in range(10):
+        for step, item in enumerate("abcd"):
+            out.append(Event(f"e{n}-{step}", T0 + 100 * n + step, f"u{n}", item, "click", session_id=f"s{n}"))
+    out += [
+        Event("x1", T0 + 5000, "u-last", "a", "click", session_id="s-last"),
+        Event("x2", T0 + 5001, "u-last", "b", "purchase", session_id="s-last"),
+    ]
+    return out
+
+
+@pytest.mark.parametrize("preset", ["sessions", "users"])
+def test_recs_are_the_session_models_ranking_minus_purchases(preset: str) -> None:
+    settings = EngineSettings(session_model=preset, exclude_history=False, ann_weight=0, trending_weight=0)
+    store = MemoryStore(1, settings)
+    log = events()
+    meta, users = store.load(0, {e.user_id: [e.event_id] for e in log})
+    store.apply(compute_delta(0, list(enumerate(log)), users, meta, settings))
+
+    reference = SessionKNN(PRESETS[preset])
+    reference.learn(log)
+    key = "u-last" if preset == "users" else "s-last"
+    expected = reference.recommend(Context("u-last", ("a", "b"), T0 + 5001, key), 3, exclude={"b"})
+    _, ranked = Recommender(store, settings).for_user("u-last", k=3)
+    assert [item for item, _ in ranked] == expected
+    assert "c" in expected  # the next step of everyone else's walk
+    assert "b" not in expected  # bought
+
+
+def test_session_model_off_uses_cooccurrence() -> None:
+    settings = EngineSettings(session_model="off", trending_weight=0)
+    store = MemoryStore(1, settings)
+    log = events()
+    meta, users = store.load(0, {e.user_id: [e.event_id] for e in log})
+    store.apply(compute_delta(0, list(enumerate(log)), users, meta, settings))
+    assert store.session_model([]) is None
+    _, ranked = Recommender(store, settings).for_user("u-last", k=2)
+    assert [item for item, _ in ranked] == ["c", "d"]

@@ -33,6 +33,12 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     group_id: str = "streamrec-engine"
     session_timeout_ms: int = Field(6000, ge=1000)
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1000,
+        description="longest a worker may spend on one batch before it leaves the group; also how "
+        "long a rebalance waits for a member that died without leaving",
+    )
     max_message_bytes: int = Field(1_000_000, ge=1024, description="largest record the consumer accepts")
 
 

@@ -439,6 +439,8 @@ def bench(
     ann_sizes: Annotated[str, typer.Option(help="ann: catalogue sizes, comma-separated")] = "100000",
     hnsw_m: Annotated[int, typer.Option(min=4, help="ann: HNSW links per node")] = 32,
     ef_construction: Annotated[int, typer.Option(min=8, help="ann: HNSW build beam width")] = 100,
+    ef_search: Annotated[str, typer.Option(help="ann: HNSW efSearch list")] = "32,64,96,128",
+    nprobe: Annotated[str, typer.Option(help="ann: IVF nprobe values, comma-separated")] = "8,16,32,48",
     train_events: Annotated[int, typer.Option(min=100, help="train: generator events")] = 200_000,
     train_epochs: Annotated[int, typer.Option(min=1, help="train: maximum epochs")] = 10,
     existing_stack: Annotated[
@@ -456,6 +458,8 @@ def bench(
             profile=profile, rates=[float(r) for r in rates.split(",") if r.strip()], duration_s=duration,
             warmup_events=warmup_events, poll_timeout_s=poll_timeout, fetch_wait_ms=fetch_wait_ms,
             ann_sizes=[int(n) for n in ann_sizes.split(",") if n.strip()], hnsw_m=hnsw_m,
+            ef_search=[int(n) for n in ef_search.split(",") if n.strip()],
+            nprobe=[int(n) for n in nprobe.split(",") if n.strip()],
             ef_construction=ef_construction, train_events=train_events, train_epochs=train_epochs,
             use_existing_stack=existing_stack,
         )  # fmt: skip

@@ -1,0 +1,173 @@
+"""What every benchmark shares: the stack it runs against, fresh topics, events, memory, percentiles.
+
+Each ingest/latency run gets its own topics and consumer group (a uuid suffix) and its own Redis
+key prefix, so a run never sees another run's records or state, and an existing stack can be
+reused without touching what is already in it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.settings import Settings, load_settings
+from engine.errors import StreamrecError
+from engine.events import Event
+from engine.generator import generate_events
+from producers.admin import ensure_topics
+from producers.kafka import KafkaSettings
+
+
+class BenchError(StreamrecError):
+    """A benchmark could not run (a peer failed, a run did not finish in time)."""
+
+
+#: Generator catalogue for the ingest and latency runs: a mid-size shop.
+GEN_USERS = 20_000
+GEN_ITEMS = 50_000
+#: Events generated per call; a big replay is generated and produced chunk by chunk.
+GEN_CHUNK = 200_000
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    """Where the broker and Redis answer, and whether this run started them."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    partitions: int
+    started_here: bool
+
+
+@contextmanager
+def bench_stack(use_existing: bool, partitions: int) -> Iterator[BenchStack]:
+    """The stack of the current directory's settings, or a fresh embedded one in a temp dir.
+
+    A fresh stack is stopped by its recorded PIDs at the end, also after a failure.
+    """
+    if use_existing:
+        settings = load_settings()
+        yield BenchStack(
+            settings.kafka.bootstrap_servers,
+            settings.redis.url.get_secret_value(),
+            settings.kafka.partitions,
+            started_here=False,
+        )
+        return
+    from deploy.stack import start_stack, stop_stack
+
+    workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    try:
+        info = start_stack(workdir, partitions=partitions)
+        yield BenchStack(info.kafka_bootstrap, info.redis_url, partitions, started_here=True)
+    finally:
+        stop_stack(workdir)
+
+
+def run_settings(stack: BenchStack, name: str, partitions: int) -> Settings:
+    """Settings for one run: its own topics (created), consumer group and Redis key prefix."""
+    suffix = f"{name}-{uuid.uuid4().hex[:8]}"
+    settings = load_settings()
+    settings.kafka = settings.kafka.model_copy(
+        update={
+            "bootstrap_servers": stack.kafka_bootstrap,
+            "events_topic": f"bench-events-{suffix}",
+            "dlq_topic": f"bench-events.dlq-{suffix}",
+            "recs_topic": f"bench-recs-{suffix}",
+            "group_id": f"bench-{suffix}",
+            "partitions": partitions,
+        }
+    )
+    from pydantic import SecretStr
+
+    settings.redis = settings.redis.model_copy(
+        update={"url": SecretStr(stack.redis_url), "key_prefix": f"bench:{suffix}"}
+    )
+    k = settings.kafka
+    ensure_topics(k, dict.fromkeys((k.events_topic, k.dlq_topic, k.recs_topic), partitions))
+    return settings
+
+
+def drop_keys(redis_url: str, prefix: str) -> int:
+    """Delete a run's Redis keys (``prefix*``) so a run on an existing stack leaves no state."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deleted = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += client.unlink(*batch)
+        return deleted
+    finally:
+        client.close()
+
+
+def event_chunks(n_events: int, seed: int = 0) -> Iterator[list[Event]]:
+    """``n_events`` generator events in chunks of at most :data:`GEN_CHUNK`, in time order.
+
+    Each chunk is its own generator run (its own seed, starting after the previous chunk's last
+    event), so ids stay unique and memory stays bounded whatever ``n_events`` is.
+    """
+    start_ts = 1_700_000_000.0
+    produced = 0
+    chunk_no = 0
+    while produced < n_events:
+        size = min(GEN_CHUNK, n_events - produced)
+        chunk = generate_events(
+            size, n_users=GEN_USERS, n_items=GEN_ITEMS, seed=seed * 100_003 + chunk_no, start_ts=start_ts
+        )
+        if chunk:
+            start_ts = chunk[-1].ts + 1.0
+        yield chunk
+        produced += size
+        chunk_no += 1
+
+
+def produce_events(n_events: int, kafka: KafkaSettings, seed: int = 0) -> int:
+    """Replay ``n_events`` generator events into ``kafka.events_topic`` as fast as possible."""
+    from producers.replay import replay_events
+
+    return sum(replay_events(chunk, kafka) for chunk in event_chunks(n_events, seed))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_mb() -> float:
+    """This process's current resident set size, from /proc (0 where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0..100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

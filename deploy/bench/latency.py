@@ -1,0 +1,294 @@
+"""Latency at a fixed offered rate: event produce time -> the user's ``recs`` record, and purchase
+-> suppression (a purchase until a recs record of that user without the bought item).
+
+One production worker (``deploy.runner.run_worker``) runs in its own process for the whole run.
+The state is warmed with generator events first; then, per rate, this process produces events
+on a fixed schedule and reads ``recs`` (assigned at its end, no group join) in a thread.
+
+A recs record carries its source partition and the batch's last offset; its latency is its
+arrival time minus the produce time of that user's latest event at or below that offset (the
+event that made the list change). Events whose user's list did not change produce no record and
+no sample. Purchase probes buy the top item of a user's latest recs list.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from consumers.offsets import group_lag
+from deploy.bench.common import (
+    BenchError,
+    BenchStack,
+    drop_keys,
+    event_chunks,
+    percentile,
+    produce_events,
+    run_settings,
+)
+from deploy.settings import Settings
+from engine.events import Event, encode_event
+from producers.kafka import KafkaSettings, client_config
+from producers.recs import make_producer
+
+#: Purchase probes per second of each phase.
+PROBES_PER_S = 5.0
+
+
+def _worker_process(settings: Settings, max_seconds: float, fetch_wait_ms: int | None) -> None:
+    from deploy.runner import run_worker
+
+    if fetch_wait_ms is not None and "fetch_wait_max_ms" not in type(settings.worker).model_fields:
+        # A worker without that setting: Tansu holds each fetch for the whole fetch.wait.max.ms
+        # (librdkafka's default is 500 ms) even when records arrive, so set it on the client.
+        import consumers.worker as worker_module
+
+        base = worker_module.client_config
+        worker_module.client_config = lambda kafka: base(kafka) | {"fetch.wait.max.ms": fetch_wait_ms}
+    run_worker(settings, until_idle=False, max_seconds=max_seconds)
+
+
+class RecsReader(threading.Thread):
+    """Reads the recs topic from its current end; keeps (arrival, user, partition, offset, items)."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            client_config(kafka)
+            | {
+                "group.id": f"bench-recs-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self.consumer.assign(
+            [TopicPartition(kafka.recs_topic, p, OFFSET_END) for p in range(kafka.partitions)]
+        )
+        self.records: list[tuple[float, str, int, int, list[str]]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                # poll() returns as soon as one record is there (consume(n, t) waits for n or t).
+                first = self.consumer.poll(0.1)
+                if first is None:
+                    continue
+                for msg in [first, *self.consumer.consume(1000, 0)]:
+                    if msg.error() is not None:
+                        continue
+                    now = time.time()
+                    rec = orjson.loads(msg.value())
+                    src = rec["source"]
+                    self.records.append((now, rec["user_id"], src["partition"], src["offset"], rec["items"]))
+        finally:
+            self.consumer.close()
+
+
+def _wait_caught_up(kafka: KafkaSettings, worker: Any, timeout_s: float) -> int:
+    """Wait until the group's lag is zero; return the lag left after ``timeout_s`` (0 = caught up)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = sum(group_lag(kafka).values())
+        if not lag:
+            return 0
+        if not worker.is_alive():
+            raise BenchError(f"the worker process exited with code {worker.exitcode} (see the log above)")
+        if time.monotonic() > deadline:
+            return lag
+        time.sleep(0.5)
+
+
+def _phase(
+    kafka: KafkaSettings, reader: RecsReader, events: list[Event], rate: float, seed: int
+) -> dict[str, Any]:
+    """Produce ``events`` at ``rate`` per second with purchase probes; return the latencies."""
+    producer = make_producer(kafka, **{"linger.ms": 1})
+    produced: dict[tuple[int, int], tuple[float, str]] = {}  # (partition, offset) -> (time, user)
+    probes: dict[tuple[int, int], tuple[float, str, str]] = {}  # ... -> (time, user, item)
+    errors: list[str] = []
+
+    def on_delivery(sent: float, user: str, probe_item: str | None, err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+            return
+        coords = (msg.partition(), msg.offset())
+        produced[coords] = (sent, user)
+        if probe_item is not None:
+            probes[coords] = (sent, user, probe_item)
+
+    start_records = len(reader.records)
+    probe_every = max(1, int(rate / PROBES_PER_S))
+    probe_no = 0
+    started = time.monotonic()
+    for i, event in enumerate(events):
+        due = started + i / rate
+        delay = due - time.monotonic()
+        if delay > 0.0005:
+            time.sleep(delay)
+        value, probe_item = encode_event(event), None
+        if i % probe_every == probe_every - 1:
+            # Buy the top item of a user's latest list (a list that arrived during this phase).
+            for _, user, _, _, items in reversed(reader.records[start_records:]):
+                if items:
+                    probe_item = items[0]
+                    probe_no += 1
+                    buy = Event(f"probe-{seed}-{probe_no}", event.ts, user, probe_item, "purchase")
+                    producer.produce(
+                        kafka.events_topic,
+                        key=user.encode(),
+                        value=encode_event(buy),
+                        on_delivery=lambda err, msg, t=time.time(), u=user, it=probe_item: on_delivery(
+                            t, u, it, err, msg
+                        ),
+                    )
+                    break
+        sent = time.time()
+        producer.produce(
+            kafka.events_topic,
+            key=event.user_id.encode(),
+            value=value,
+            on_delivery=lambda err, msg, t=sent, u=event.user_id: on_delivery(t, u, None, err, msg),
+        )
+        producer.poll(0)
+    producer.flush(30)
+    offered_s = time.monotonic() - started
+    if errors:
+        raise BenchError(f"{len(errors)} events not delivered: {errors[0]}")
+    return {"produced": produced, "probes": probes, "offered_s": offered_s}
+
+
+def _latencies(
+    produced: dict[tuple[int, int], tuple[float, str]],
+    probes: dict[tuple[int, int], tuple[float, str, str]],
+    records: list[tuple[float, str, int, int, list[str]]],
+) -> tuple[list[float], list[float], int]:
+    """Event->recs samples (ms), purchase->suppression samples (ms), probes never suppressed."""
+    by_user: dict[tuple[int, str], list[tuple[int, float]]] = defaultdict(list)
+    for (partition, offset), (sent, user) in produced.items():
+        by_user[(partition, user)].append((offset, sent))
+    for rows in by_user.values():
+        rows.sort()
+    used: set[tuple[int, int]] = set()
+    samples: list[float] = []
+    for arrived, user, partition, source_offset, _items in records:
+        rows = by_user.get((partition, user))
+        if not rows:
+            continue
+        latest = None
+        for offset, sent in rows:  # short per user: a few events per phase
+            if offset > source_offset:
+                break
+            latest = (offset, sent)
+        if latest is not None and (partition, latest[0]) not in used:
+            used.add((partition, latest[0]))
+            samples.append(1000.0 * (arrived - latest[1]))
+    suppression: list[float] = []
+    missed = 0
+    for (partition, offset), (sent, user, item) in probes.items():
+        hit = next(
+            (
+                arrived
+                for arrived, u, p, src, items in records
+                if u == user and p == partition and src >= offset and item not in items
+            ),
+            None,
+        )
+        if hit is None:
+            missed += 1
+        else:
+            suppression.append(1000.0 * (hit - sent))
+    return samples, suppression, missed
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "samples": len(values),
+        "p50_ms": percentile(values, 50),
+        "p95_ms": percentile(values, 95),
+        "p99_ms": percentile(values, 99),
+        "max_ms": max(values) if values else None,
+    }
+
+
+def run_latency(
+    stack: BenchStack,
+    rates: list[float],
+    duration_s: float = 10.0,
+    warmup_events: int = 50_000,
+    poll_timeout_s: float | None = None,
+    fetch_wait_ms: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    settings = run_settings(stack, "latency", stack.partitions)
+    if poll_timeout_s is not None:
+        settings.worker = settings.worker.model_copy(update={"poll_timeout_s": poll_timeout_s})
+    if fetch_wait_ms is not None and "fetch_wait_max_ms" in type(settings.worker).model_fields:
+        settings.worker = settings.worker.model_copy(update={"fetch_wait_max_ms": fetch_wait_ms})
+    produce_events(warmup_events, settings.kafka, seed)
+    budget = 120.0 + len(rates) * (duration_s + 60.0)
+    ctx = multiprocessing.get_context("spawn")
+    worker = ctx.Process(target=_worker_process, args=(settings, budget, fetch_wait_ms))
+    worker.start()
+    reader = RecsReader(settings.kafka)
+    reader.start()
+    phases: dict[str, Any] = {}
+    try:
+        if _wait_caught_up(settings.kafka, worker, timeout_s=300.0):
+            raise BenchError("the worker did not apply the warm-up events within 300 s")
+        # Later events continue the warm-up's stream: same users and items, later timestamps.
+        source = event_chunks(warmup_events + int(sum(rates) * duration_s), seed)
+        pending: list[Event] = [e for chunk in source for e in chunk][warmup_events:]
+        for phase_no, rate in enumerate(rates):
+            n = int(rate * duration_s)
+            events, pending = pending[:n], pending[n:]
+            before = len(reader.records)
+            run = _phase(settings.kafka, reader, events, rate, seed * 1000 + phase_no)
+            backlog = _wait_caught_up(settings.kafka, worker, timeout_s=30.0 + 2 * duration_s)
+            time.sleep(1.0)  # the last recs records are on their way
+            samples, suppression, missed = _latencies(run["produced"], run["probes"], reader.records[before:])
+            phases[str(int(rate))] = {
+                "offered_rate": rate,
+                "achieved_produce_rate": n / max(run["offered_s"], 1e-9),
+                "events": n,
+                **_summary(samples),
+                "suppression": {**_summary(suppression), "probes": len(run["probes"]), "missed": missed},
+                # Events not applied when measuring stopped: the worker could not sustain this rate,
+                # its samples cover only what it did apply, and later (higher) rates are skipped.
+                "kept_up": backlog == 0,
+                "backlog": backlog,
+            }
+            if backlog:
+                break
+    finally:
+        reader.stop_event.set()
+        reader.join(10)
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: run_worker finishes its batch and leaves the group
+        worker.join(30)
+        if worker.is_alive():
+            worker.kill()
+            worker.join(5)
+        if not stack.started_here:
+            drop_keys(stack.redis_url, settings.redis.key_prefix + ":")
+    first = phases[str(int(rates[0]))]
+    return {
+        "rates": phases,
+        "p50_ms": first["p50_ms"],
+        "p95_ms": first["p95_ms"],
+        "p99_ms": first["p99_ms"],
+        "at_rate": rates[0],
+        "suppression_p99_ms": first["suppression"]["p99_ms"],
+        "worker_poll_timeout_s": settings.worker.poll_timeout_s,
+        "worker_batch_size": settings.worker.batch_size,
+        "worker_fetch_wait_ms": getattr(settings.worker, "fetch_wait_max_ms", fetch_wait_ms),
+        "warmup_events": warmup_events,
+        "duration_s": duration_s,
+    }

@@ -1,0 +1,176 @@
+"""`streamrec bench` at tiny sizes: each benchmark runs and reports plausible, self-consistent values.
+
+Nothing here asserts on speed (the figures depend on the machine); the checks are that the
+counts add up (consumed == produced), rates are positive, recall lies in [0, 1] and equals 1 for
+the exact index, and that purchased items disappear from the buyer's recommendations.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from deploy.bench.ann import clustered_vectors, recall_at_k, run_ann
+from deploy.bench.common import BenchStack, percentile, produce_events, run_settings
+from deploy.bench.latency import _latencies
+from deploy.bench.train import run_train
+from deploy.stack import StackInfo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _stack(stack: StackInfo, redis_url: str) -> BenchStack:
+    return BenchStack(stack.kafka_bootstrap, redis_url, stack.partitions, started_here=False)
+
+
+# -- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_percentile_interpolates_and_handles_empty() -> None:
+    assert percentile([], 99) is None
+    assert percentile([5.0], 50) == 5.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile(list(range(101)), 99) == pytest.approx(99.0)
+
+
+def test_recall_counts_shared_ids_per_query() -> None:
+    truth = [["a", "b"], ["c", "d"]]
+    assert recall_at_k([["b", "a"], ["c", "x"]], truth, k=2) == pytest.approx(0.75)
+    assert recall_at_k([["x", "y"], ["z", "w"]], truth, k=2) == 0.0
+
+
+def test_latency_matching_uses_the_users_latest_event_at_or_below_the_source_offset() -> None:
+    produced = {
+        (0, 10): (100.0, "u1"),
+        (0, 11): (100.5, "u2"),
+        (0, 12): (101.0, "u1"),  # u1's latest event up to offset 12
+        (1, 5): (102.0, "u3"),
+    }
+    probes = {(0, 11): (100.5, "u2", "i9")}
+    records = [
+        (101.2, "u1", 0, 12, ["i1"]),  # -> event (0, 12): 200 ms
+        (101.3, "u1", 0, 12, ["i2"]),  # same event again: not a second sample
+        (100.9, "u2", 0, 11, ["i9"]),  # -> event (0, 11): 400 ms; still holds the bought item
+        (101.5, "u2", 0, 13, ["i3"]),  # no new event: no sample; the probe is suppressed: 1000 ms
+        (103.0, "u3", 1, 4, ["i4"]),  # source offset below u3's only event: no sample
+    ]
+    samples, suppression, missed = _latencies(produced, probes, records)
+    assert sorted(round(s) for s in samples) == [200, 400]
+    assert [round(s) for s in suppression] == [1000]
+    assert missed == 0
+
+
+def test_latency_counts_a_probe_never_suppressed() -> None:
+    produced = {(0, 1): (10.0, "u")}
+    probes = {(0, 1): (10.0, "u", "i")}
+    _, suppression, missed = _latencies(produced, probes, [(10.1, "u", 0, 1, ["i", "j"])])
+    assert suppression == [] and missed == 1
+
+
+# -- ann and train (no stack) -------------------------------------------------------------------
+
+
+def test_ann_bench_reports_recall_and_throughput() -> None:
+    result = run_ann([3000], n_queries=60, hnsw_m=8, ef_construction=40)
+    assert 0.0 <= result["recall_at_10"] <= 1.0
+    assert result["qps_single"] > 0 and result["qps_batch"] > 0
+    runs = result["sizes"]["3000"]["runs"]
+    assert {r["kind"] for r in runs} == {"exact", "hnsw", "ivf"}
+    exact = next(r for r in runs if r["kind"] == "exact")
+    assert exact["recall_at_10"] == 1.0
+    for run in runs:
+        assert 0.0 <= run["recall_at_10"] <= 1.0 and run["build_s"] >= 0
+
+
+def test_clustered_vectors_are_deterministic_and_shaped() -> None:
+    a, b = clustered_vectors(500, 16, seed=3), clustered_vectors(500, 16, seed=3)
+    assert a.shape == (500, 16) and a.dtype.name == "float32"
+    assert (a == b).all()
+
+
+def test_train_bench_reports_both_models() -> None:
+    result = run_train(3000, ["item2vec", "mf"], epochs=2)
+    assert {r["model"] for r in result["runs"]} == {"item2vec", "mf"}
+    for run in result["runs"]:
+        assert run["samples"] > 0 and run["samples_per_s"] > 0
+        assert 1 <= run["epochs_run"] <= 2
+        assert run["best_validation_hr"] is None or 0.0 <= run["best_validation_hr"] <= 1.0
+
+
+def test_cli_bench_ann_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "bench", "ann", "--ann-sizes", "2000", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(out.read_bytes())
+    assert 0.0 <= report["ann"]["recall_at_10"] <= 1.0
+    assert report["ann"]["qps_single"] > 0
+    assert report["meta"]["cpus"] >= 1
+
+
+def test_cli_bench_rejects_an_unknown_suite(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "bench", "speed"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "unknown benchmark 'speed'" in done.stderr
+
+
+# -- on the embedded stack ------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+def test_ingest_bench_consumes_every_produced_event(stack: StackInfo, redis_url: str) -> None:
+    from deploy.bench.ingest import run_ingest
+
+    result = run_ingest(_stack(stack, redis_url), 3000, peers=False)
+    assert result["produced"] == 3000
+    assert result["consumed"] == result["produced"] == result["applied"]
+    assert result["events_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["recs_published"] > 0
+    assert result["redis_keys"] > 0 and result["redis_used_memory_mb"] > 0
+    assert "warning" not in result
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_peers_process_the_same_events(stack: StackInfo, redis_url: str) -> None:
+    from deploy.bench.peers_faust import run_faust_peer
+    from deploy.bench.peers_naive import run_naive_peer
+
+    settings = run_settings(_stack(stack, redis_url), "peers", stack.partitions)
+    assert produce_events(400, settings.kafka) == 400
+    faust = run_faust_peer(settings.kafka, 400, timeout_s=240)
+    naive = run_naive_peer(settings.kafka, redis_url, 400, timeout_s=120)
+    for peer in (faust, naive):
+        assert peer["events"] == 400 and peer["events_per_s"] > 0
+        assert peer["invalid"] == 0 and peer["recs_published"] > 0
+    assert naive["redis_commands_per_event"] >= 4
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_latency_bench_measures_recs_and_suppression(stack: StackInfo, redis_url: str) -> None:
+    from deploy.bench.latency import run_latency
+
+    result = run_latency(_stack(stack, redis_url), [300.0], duration_s=3.0, warmup_events=1000)
+    phase = result["rates"]["300"]
+    assert phase["events"] == 900 and phase["samples"] > 0
+    assert 0 < phase["p50_ms"] <= phase["p95_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    probes = phase["suppression"]
+    # A bought item must leave the buyer's list: every probe is suppressed.
+    assert probes["probes"] > 0 and probes["missed"] == 0 and probes["samples"] == probes["probes"]
+    assert result["p99_ms"] == phase["p99_ms"]

@@ -90,7 +90,11 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_WORKER_", extra="ignore")
 
     batch_size: int = Field(2000, ge=1, description="records per consume() call")
-    poll_timeout_s: float = Field(0.5, gt=0)
+    poll_timeout_s: float = Field(
+        0.05,
+        gt=0,
+        description="longest a poll waits to fill a batch: the batching window, so it bounds latency",
+    )
     fetch_wait_max_ms: int = Field(
         20, ge=0, le=10_000, description="longest the broker holds a fetch for data (latency vs requests)"
     )

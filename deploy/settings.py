@@ -11,6 +11,7 @@ from pathlib import Path
 
 from consumers.metrics import ObservabilitySettings
 from consumers.worker import WorkerSettings
+from deploy.gateway.settings import GatewaySettings
 from deploy.models import ModelSettings
 from engine.config import EngineSettings
 from engine.state.redis_store import RedisSettings
@@ -18,7 +19,7 @@ from index.factory import IndexSettings
 from models.settings import TrainSettings
 from producers.kafka import KafkaSettings
 
-SUBSYSTEMS = ("kafka", "redis", "engine", "worker", "observability", "model", "train", "index")
+SUBSYSTEMS = ("kafka", "redis", "engine", "worker", "observability", "model", "train", "index", "gateway")
 
 STACK_DIR = ".streamrec"
 STACK_ENV = "stack.env"
@@ -35,6 +36,7 @@ class Settings:
     index: IndexSettings
     # Defaulted (and last) so that code building Settings by hand need not name it.
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     def describe(self) -> dict[str, dict[str, object]]:
         """Every setting by subsystem, secrets masked (pydantic prints SecretStr as '**********')."""
@@ -60,4 +62,5 @@ def load_settings(workdir: Path | None = None) -> Settings:
         model=ModelSettings(_env_file=source),  # type: ignore[call-arg]
         train=TrainSettings(_env_file=source),  # type: ignore[call-arg]
         index=IndexSettings(_env_file=source),  # type: ignore[call-arg]
+        gateway=GatewaySettings(_env_file=source),  # type: ignore[call-arg]
     )

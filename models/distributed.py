@@ -5,12 +5,15 @@ free loopback port, and returns rank 0's artefact. Every rank builds the same mo
 seed and draws the same shuffled (centre, context) pairs or (user, item) interactions for an
 epoch; rank ``r`` trains on every ``nproc``-th of them in mini-batches of ``batch_size / nproc``,
 so one synchronised step covers a global batch of ``batch_size`` samples, as a single process
-would. DDP all-reduces (averages) the gradients, so all ranks hold identical parameters after
+would. The training loops are the models' own (``item2vec._train``, ``mf._train``), given a
+:class:`models.training.Replica` with this rank's place and its DDP wrapper; this module only
+sets up the process group and collects the result. DDP all-reduces (averages) the gradients, so all ranks hold identical parameters after
 every step and compute the same validation metric, and early stopping agrees on all of them.
 
 Embedding tables train with dense gradients here: DDP's gradient buckets do not take sparse
 tensors, and the all-reduce of a dense table is cheap at the catalogue sizes this targets.
-Negative samples are drawn per rank (seeded by rank), like a larger single-process batch would.
+Negative samples are drawn per rank (rank 0 as one process would, the others from streams of
+their own), like a larger single-process batch would.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -37,7 +39,7 @@ from models.artifacts import ItemEmbeddings
 from models.base import Progress
 from models.sequences import TrainingData
 from models.settings import TrainSettings
-from models.training import autocast, check_trainable, cpu_threads, generator, resolve_device, run_epochs
+from models.training import Replica, check_trainable, cpu_threads, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -145,138 +147,20 @@ def _rank_main(
         def report(epoch: int, loss: float, metric: float | None) -> None:
             messages.put(("epoch", epoch, loss, metric))
 
+        def wrap(model: torch.nn.Module) -> torch.nn.Module:
+            return DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+        replica = Replica(rank, world, wrap, dist.get_backend())
+        if settings.model == "mf":
+            from models.mf import _train
+        else:
+            from models.item2vec import _train
         with cpu_threads(device, settings.cpu_threads):
-            train = _train_mf if settings.model == "mf" else _train_item2vec
-            embeddings = train(data, settings, device, rank, world, report if rank == 0 else None)
+            embeddings = _train(data, settings, device, report if rank == 0 else None, replica)
         if rank == 0:
             messages.put(("done", str(embeddings.save(Path(out_dir)))))
         dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def _shard(n: int, rank: int, world: int, batch: int) -> tuple[np.ndarray, int]:
-    """This rank's sample positions (every world-th; equal counts on all ranks) and its batch size."""
-    per_rank = n // world  # the < world leftover samples are dropped, so all ranks step together
-    return np.arange(rank, per_rank * world, world), max(1, batch // world)
-
-
-def _mean_loss(total: torch.Tensor, steps: int, device: torch.device) -> float:
-    summed = torch.stack([total.float(), torch.tensor(float(steps), device=device)])
-    dist.all_reduce(summed)
-    return float(summed[0]) / max(float(summed[1]), 1.0)
-
-
-def _ddp(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _train_item2vec(
-    data: TrainingData,
-    settings: TrainSettings,
-    device: torch.device,
-    rank: int,
-    world: int,
-    progress: Progress | None,
-) -> ItemEmbeddings:
-    from models.item2vec import DEFAULT_LR, NAME, SkipGram, skipgram_pairs, subsample_mask
-
-    torch.manual_seed(settings.seed)  # the same initial tables on every rank
-    model = SkipGram(data.n_items, settings.dim, sparse=False).to(device)
-    ddp = _ddp(model, device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr or DEFAULT_LR)
-    gen = generator(device, settings.seed + 7919 * rank)
-    weights = torch.as_tensor(data.vocab.counts, dtype=torch.float64) ** 0.75
-    cdf = (weights.cumsum(0) / weights.sum()).to(device=device, dtype=torch.float32)
-    tokens, seq_ids = data.flat()
-
-    def train_epoch(epoch: int) -> float:
-        rng = np.random.default_rng([settings.seed, epoch])  # identical pairs and order on all ranks
-        tok, sid = tokens, seq_ids
-        if settings.subsample > 0:
-            keep = subsample_mask(tok, data.vocab.counts, settings.subsample, rng)
-            tok, sid = tok[keep], sid[keep]
-        centres, contexts = skipgram_pairs(tok, sid, settings.window, rng)
-        order = rng.permutation(len(centres))
-        mine, batch = _shard(len(order), rank, world, settings.batch_size)
-        pick = order[mine]
-        centre_t = torch.from_numpy(centres[pick]).to(device)
-        context_t = torch.from_numpy(contexts[pick]).to(device)
-        total, steps = torch.zeros((), device=device), 0
-        ddp.train()
-        for start in range(0, len(centre_t), batch):
-            c, o = centre_t[start : start + batch], context_t[start : start + batch]
-            draws = torch.rand((len(c), settings.negatives), generator=gen, device=device)
-            negatives = torch.searchsorted(cdf, draws).clamp_(max=data.n_items - 1)
-            with autocast(device, settings.mixed_precision):
-                loss = ddp(c, o, negatives)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.detach()
-            steps += 1
-        return _mean_loss(total, steps, device)
-
-    def current_vectors() -> np.ndarray:
-        return (model.centre.weight + model.context.weight).detach().float().cpu().numpy().copy()
-
-    extra = {"window": settings.window, "world_size": world, "backend": dist.get_backend()}
-    return run_epochs(NAME, data, settings, device, train_epoch, current_vectors, progress, extra=extra)
-
-
-def _train_mf(
-    data: TrainingData,
-    settings: TrainSettings,
-    device: torch.device,
-    rank: int,
-    world: int,
-    progress: Progress | None,
-) -> ItemEmbeddings:
-    from models.mf import BPR, DEFAULT_LR, NAME, interactions, sample_negatives
-
-    users, items = interactions(data)
-    if len(users) == 0:
-        raise ModelError(f"{NAME}: no interactions to train on")
-    torch.manual_seed(settings.seed)
-    model = BPR(len(data.train), data.n_items, settings.dim).to(device)
-    ddp = _ddp(model, device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr or DEFAULT_LR)
-    positive_keys = users * data.n_items + items
-
-    def train_epoch(epoch: int) -> float:
-        rng = np.random.default_rng([settings.seed, epoch])
-        order = rng.permutation(len(users))
-        mine, batch = _shard(len(order), rank, world, settings.batch_size)
-        u, i = users[order[mine]], items[order[mine]]
-        # Each rank draws its own negatives, from a stream of its own.
-        neg = sample_negatives(
-            u,
-            data.n_items,
-            settings.negatives,
-            positive_keys,
-            np.random.default_rng([settings.seed, epoch, rank]),
-        )
-        u_t, i_t, j_t = (torch.from_numpy(a).to(device) for a in (u, i, neg))
-        total, steps = torch.zeros((), device=device), 0
-        ddp.train()
-        for start in range(0, len(u_t), batch):
-            stop = start + batch
-            with autocast(device, settings.mixed_precision):
-                loss = ddp(u_t[start:stop], i_t[start:stop], j_t[start:stop], settings.reg)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.detach()
-            steps += 1
-        return _mean_loss(total, steps, device)
-
-    def current_vectors() -> np.ndarray:
-        return model.item.weight.detach().float().cpu().numpy().copy()
-
-    extra = {
-        "interactions": int(len(users)),
-        "users": len(data.train),
-        "world_size": world,
-        "backend": dist.get_backend(),
-    }
-    return run_epochs(NAME, data, settings, device, train_epoch, current_vectors, progress, extra=extra)

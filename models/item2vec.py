@@ -22,7 +22,7 @@ about one point on YOOCHOOSE-100k and ML-100k.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,9 +35,11 @@ from models.base import Progress
 from models.sequences import TrainingData, prepare
 from models.settings import TrainSettings
 from models.training import (
-    autocast,
+    SINGLE,
+    Replica,
     generator,
     make_optimiser,
+    optimise,
     run_epochs,
     train_on_device,
     use_sparse,
@@ -108,48 +110,52 @@ def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | N
 
 
 def _train(
-    data: TrainingData, settings: TrainSettings, device: torch.device, progress: Progress | None
+    data: TrainingData,
+    settings: TrainSettings,
+    device: torch.device,
+    progress: Progress | None,
+    replica: Replica = SINGLE,
 ) -> ItemEmbeddings:
-    torch.manual_seed(settings.seed)
-    sparse = use_sparse(data.n_items, settings.dim)
+    torch.manual_seed(settings.seed)  # the same initial tables on every rank
+    # DDP's gradient buckets take no sparse tensors: ranks train dense tables.
+    sparse = not replica.distributed and use_sparse(data.n_items, settings.dim)
     model = SkipGram(data.n_items, settings.dim, sparse).to(device)
+    step_model = replica.wrap(model) if replica.wrap is not None else model
     optimiser = make_optimiser(list(model.parameters()), sparse, settings.lr or DEFAULT_LR)
-    gen = generator(device, settings.seed)
+    # Negatives: rank 0 draws what one process would, every other rank a stream of its own.
+    gen = generator(device, settings.seed + 7919 * replica.rank)
 
     # Negative sampling table: cumulative unigram^0.75 distribution, sampled by searchsorted.
     weights = torch.as_tensor(data.vocab.counts, dtype=torch.float64) ** 0.75
     cdf = (weights.cumsum(0) / weights.sum()).to(device=device, dtype=torch.float32)
     tokens, seq_ids = data.flat()
 
+    def batches(
+        centre_t: torch.Tensor, context_t: torch.Tensor, size: int
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        for start in range(0, len(centre_t), size):
+            c, o = centre_t[start : start + size], context_t[start : start + size]
+            draws = torch.rand((len(c), settings.negatives), generator=gen, device=device)
+            yield c, o, torch.searchsorted(cdf, draws).clamp_(max=data.n_items - 1)
+
     def train_epoch(epoch: int) -> float:
         # One numpy generator per epoch, derived from the seed: the pairs of epoch e are the same
-        # in every run, whatever happened before.
+        # in every run, whatever happened before, and on every rank.
         rng = np.random.default_rng([settings.seed, epoch])
         tok, sid = tokens, seq_ids
         if settings.subsample > 0:
             keep = subsample_mask(tok, data.vocab.counts, settings.subsample, rng)
             tok, sid = tok[keep], sid[keep]
         centres, contexts = skipgram_pairs(tok, sid, settings.window, rng)
-        if len(centres) == 0:
+        if len(centres) == 0:  # the same on every rank, so all of them skip the epoch
             return 0.0
         order = rng.permutation(len(centres))
-        centre_t = torch.from_numpy(centres[order]).to(device)
-        context_t = torch.from_numpy(contexts[order]).to(device)
-        total, steps = torch.zeros((), device=device), 0
-        model.train()
-        for start in range(0, len(centre_t), settings.batch_size):
-            c = centre_t[start : start + settings.batch_size]
-            o = context_t[start : start + settings.batch_size]
-            draws = torch.rand((len(c), settings.negatives), generator=gen, device=device)
-            negatives = torch.searchsorted(cdf, draws).clamp_(max=data.n_items - 1)
-            with autocast(device, settings.mixed_precision):
-                loss = model(c, o, negatives)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.detach()
-            steps += 1
-        return float(total) / max(steps, 1)  # one device sync per epoch, not per step
+        mine, size = replica.shard(len(order), settings.batch_size)
+        pick = order[mine]
+        centre_t = torch.from_numpy(centres[pick]).to(device)
+        context_t = torch.from_numpy(contexts[pick]).to(device)
+        steps = batches(centre_t, context_t, size)
+        return replica.mean_loss(*optimise(step_model, optimiser, steps, device, settings.mixed_precision))
 
     def current_vectors() -> np.ndarray:
         return (model.centre.weight + model.context.weight).detach().float().cpu().numpy().copy()
@@ -162,5 +168,5 @@ def _train(
         train_epoch,
         current_vectors,
         progress,
-        extra={"window": settings.window},
+        extra={"window": settings.window, **replica.metadata()},
     )

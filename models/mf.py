@@ -34,7 +34,7 @@ from models.artifacts import ItemEmbeddings
 from models.base import Progress
 from models.sequences import TrainingData, Vocabulary, prepare, split_validation
 from models.settings import TrainSettings
-from models.training import autocast, run_epochs, train_on_device
+from models.training import SINGLE, Replica, optimise, run_epochs, train_on_device
 
 NAME = "mf"
 DEFAULT_LR = 0.01
@@ -123,34 +123,35 @@ def fit_data(data: TrainingData, settings: TrainSettings, progress: Progress | N
 
 
 def _train(
-    data: TrainingData, settings: TrainSettings, device: torch.device, progress: Progress | None
+    data: TrainingData,
+    settings: TrainSettings,
+    device: torch.device,
+    progress: Progress | None,
+    replica: Replica = SINGLE,
 ) -> ItemEmbeddings:
     users, items = interactions(data)
     if len(users) == 0:
         raise ModelError(f"{NAME}: no interactions to train on")
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)  # the same initial tables on every rank
     model = BPR(len(data.train), data.n_items, settings.dim).to(device)
+    step_model = replica.wrap(model) if replica.wrap is not None else model
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr or DEFAULT_LR)
     positive_keys = users * data.n_items + items  # sorted: interactions() returns np.unique order
 
     def train_epoch(epoch: int) -> float:
-        rng = np.random.default_rng([settings.seed, epoch])
+        rng = np.random.default_rng([settings.seed, epoch])  # the same order on every rank
         order = rng.permutation(len(users))
-        u, i = users[order], items[order]
-        neg = sample_negatives(u, data.n_items, settings.negatives, positive_keys, rng)
+        mine, size = replica.shard(len(order), settings.batch_size)
+        u, i = users[order[mine]], items[order[mine]]
+        # Negatives: rank 0 draws what one process would, every other rank a stream of its own.
+        neg_rng = rng if replica.rank == 0 else np.random.default_rng([settings.seed, epoch, replica.rank])
+        neg = sample_negatives(u, data.n_items, settings.negatives, positive_keys, neg_rng)
         u_t, i_t, j_t = (torch.from_numpy(a).to(device) for a in (u, i, neg))
-        total, steps = torch.zeros((), device=device), 0
-        model.train()
-        for start in range(0, len(u_t), settings.batch_size):
-            stop = start + settings.batch_size
-            with autocast(device, settings.mixed_precision):
-                loss = model(u_t[start:stop], i_t[start:stop], j_t[start:stop], settings.reg)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.detach()
-            steps += 1
-        return float(total) / max(steps, 1)  # one device sync per epoch
+        steps = (
+            (u_t[start : start + size], i_t[start : start + size], j_t[start : start + size], settings.reg)
+            for start in range(0, len(u_t), size)
+        )
+        return replica.mean_loss(*optimise(step_model, optimiser, steps, device, settings.mixed_precision))
 
     def current_vectors() -> np.ndarray:
         return model.item.weight.detach().float().cpu().numpy().copy()
@@ -163,5 +164,5 @@ def _train(
         train_epoch,
         current_vectors,
         progress,
-        extra={"interactions": int(len(users)), "users": len(data.train)},
+        extra={"interactions": int(len(users)), "users": len(data.train), **replica.metadata()},
     )

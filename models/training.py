@@ -4,6 +4,10 @@ A model module supplies two callables, one epoch of training (returning the mean
 current item vectors; :func:`run_epochs` does the rest: validation after each epoch (HR@k of the
 held-out next item among the nearest neighbours of the previous item), progress reports, early
 stopping with the best epoch's vectors kept, and the metadata of the resulting artefact.
+
+The same epoch code serves one process and data-parallel ranks (models.distributed): a
+:class:`Replica` says which share of each epoch's samples this process trains on and how its
+model is wrapped; the default, :data:`SINGLE`, is one process training on everything.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from engine.errors import ModelError
 from models.artifacts import ItemEmbeddings
@@ -90,6 +97,67 @@ def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
             yield
     else:
         yield
+
+
+@dataclass(frozen=True)
+class Replica:
+    """This process's place in data-parallel training; ``SINGLE`` is plain one-process training.
+
+    ``wrap`` (DistributedDataParallel for the ranks) wraps the model for the forward/backward
+    pass; ``backend`` names the process group and goes into the artefact's metadata.
+    """
+
+    rank: int = 0
+    world: int = 1
+    wrap: Callable[[nn.Module], nn.Module] | None = None
+    backend: str | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.wrap is not None
+
+    def shard(self, n: int, batch: int) -> tuple[slice, int]:
+        """This rank's positions among ``n`` samples (every world-th) and its share of a batch."""
+        per_rank = n // self.world  # the < world leftover samples are dropped: ranks step together
+        return slice(self.rank, per_rank * self.world, self.world), max(1, batch // self.world)
+
+    def mean_loss(self, total: torch.Tensor, steps: int) -> float:
+        """Mean step loss of an epoch, over all ranks; one device sync per epoch, not per step."""
+        if self.world == 1:
+            return float(total) / max(steps, 1)
+        summed = torch.stack([total.float(), torch.tensor(float(steps), device=total.device)])
+        dist.all_reduce(summed)
+        return float(summed[0]) / max(float(summed[1]), 1.0)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"world_size": self.world, "backend": self.backend} if self.distributed else {}
+
+
+SINGLE = Replica()
+
+
+def optimise(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    batches: Iterable[tuple[Any, ...]],
+    device: torch.device,
+    mixed_precision: bool,
+) -> tuple[torch.Tensor, int]:
+    """One optimiser step per batch of ``model(*batch)`` losses; (summed loss on device, steps).
+
+    ``batches`` may be a generator: each batch is drawn just before its step.
+    """
+    total, steps = torch.zeros((), device=device), 0
+    model.train()
+    for batch in batches:
+        with autocast(device, mixed_precision):
+            loss = model(*batch)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += loss.detach()
+        steps += 1
+    return total, steps
 
 
 def hit_rate(vectors: np.ndarray, prev: np.ndarray, target: np.ndarray, k: int, chunk: int = 1024) -> float:

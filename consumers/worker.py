@@ -6,7 +6,8 @@ Per poll, the commit order is (see DESIGN.md, Guarantees):
 2. decode; invalid records are produced to the DLQ and flushed *before* the state write, because
    once the watermark passes a record it is never looked at again;
 3. one atomic Redis write per partition: the state delta and the partition's new watermark;
-4. recompute recommendations for the touched users and produce the changed ones;
+4. recompute recommendations for the touched users of every partition of the poll (one scoring
+   pass, shared reads) and produce the changed ones;
 5. flush the producer, then remember what was published (digests), so an unflushed list is
    published again after a crash;
 6. commit the consumer offsets, only now that the state and the recs are durable.
@@ -371,6 +372,7 @@ class Worker:
                 self._fault_at("dlq_flushed")
 
         done: list[TopicPartition] = []
+        written: list[BatchOutcome] = []
         pending_digests: list[tuple[int, dict[str, str]]] = []
         for partition, records in batches.items():
             self.stats.consumed += len(records)
@@ -393,14 +395,21 @@ class Worker:
                 )
             self.stats.dead_lettered += len(outcome.dead_letters)
             self._extend_space(outcome.events)
-            if self.settings.publish_recs and outcome.touched_users:
-                lists = self.recommender.for_users(partition, outcome.touched_users)
-                previous = self.store.recs_digests(partition, lists)
-                source = (topic, partition, outcome.last_offset)
-                changed = recs.publish(lists, previous, source, self.versions)
-                pending_digests.append((partition, changed))
-                self.stats.recs_published += len(changed)
+            written.append(outcome)
             done.append(TopicPartition(topic, partition, outcome.last_offset + 1))
+        touched = {o.partition: o.touched_users for o in written if o.touched_users}
+        if self.settings.publish_recs and touched:
+            # One scoring pass for the whole poll: the partitions share the reads.
+            lists_by_partition = self.recommender.for_partitions(touched)
+            for outcome in written:
+                lists = lists_by_partition.get(outcome.partition)
+                if not lists:
+                    continue
+                previous = self.store.recs_digests(outcome.partition, lists)
+                source = (topic, outcome.partition, outcome.last_offset)
+                changed = recs.publish(lists, previous, source, self.versions)
+                pending_digests.append((outcome.partition, changed))
+                self.stats.recs_published += len(changed)
         self._fault_at("recs_produced")
         flush(producer)
         recs.check()

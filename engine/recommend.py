@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from engine.scoring import recent_items, score_user
 from engine.state.base import StateStore, UserProfile
 
 Ranked = list[tuple[str, float]]
+K = TypeVar("K", bound=Hashable)
 
 
 class Recommender:
@@ -27,56 +29,74 @@ class Recommender:
         self.space = space  # replaced on a model refresh
 
     def for_users(self, partition: int, users: Iterable[str], k: int | None = None) -> dict[str, Ranked]:
+        return self.for_partitions({partition: users}, k).get(partition, {})
+
+    def for_partitions(
+        self, users: Mapping[int, Iterable[str]], k: int | None = None
+    ) -> dict[int, dict[str, Ranked]]:
+        """Recommendations for users of several partitions with one pass of shared reads (the
+        session model's state, trending, neighbours, one ANN search): a worker's whole poll."""
         k = k or self.settings.top_k
-        profiles = self.store.profiles(partition, users)
-        return self._score(partition, profiles, k)
+        profiles = {
+            partition: self.store.profiles(partition, members) for partition, members in users.items()
+        }
+        return self._score(profiles, k)
 
     def for_user(self, user: str, k: int | None = None) -> tuple[UserProfile, Ranked]:
         """Recommendations for one user wherever they live (a cold user gets trending items)."""
         k = k or self.settings.top_k
         partition = self.store.locate_user(user)
-        if partition is None:
-            return UserProfile(), self._score(0, {user: UserProfile()}, k)[user]
-        profile = self.store.profiles(partition, [user])[user]
-        return profile, self._score(partition, {user: profile}, k)[user]
+        profile = self.store.profiles(partition, [user])[user] if partition is not None else UserProfile()
+        return profile, self._score({partition or 0: {user: profile}}, k)[partition or 0][user]
 
-    def _score(self, partition: int, profiles: dict[str, UserProfile], k: int) -> dict[str, Ranked]:
+    def _score(self, profiles: dict[int, dict[str, UserProfile]], k: int) -> dict[int, dict[str, Ranked]]:
         s = self.settings
-        session = self._session_scores(partition, profiles)
-        wanted = {item for p in profiles.values() for item in recent_items(p, s)} if session is None else ()
+        everyone = [
+            (partition, user, p) for partition, group in profiles.items() for user, p in group.items()
+        ]
+        session = self._session_scores(everyone)
+        wanted = {item for _, _, p in everyone for item in recent_items(p, s)} if session is None else ()
         # Ask for extra neighbours so that filtering purchased items still leaves k candidates.
         neighbours = self.store.neighbours(wanted, max(k * 2, 50)) if wanted else {}
         trending = self.store.trending(max(s.trending_candidates, k * 2))
-        similar = self._similar(profiles)
-        return {
-            user: score_user(
-                p, neighbours, trending, s, k, similar.get(user), session.get(user) if session else None
+        similar = self._similar({(partition, user): p for partition, user, p in everyone})
+        out: dict[int, dict[str, Ranked]] = {partition: {} for partition in profiles}
+        for partition, user, p in everyone:
+            key = (partition, user)
+            out[partition][user] = score_user(
+                p,
+                neighbours,
+                trending,
+                s,
+                k,
+                similar.get(key),
+                session.get(key) if session is not None else None,
             )
-            for user, p in profiles.items()
-        }
+        return out
 
     def _session_scores(
-        self, partition: int, profiles: dict[str, UserProfile]
-    ) -> dict[str, dict[str, float]] | None:
+        self, everyone: list[tuple[int, str, UserProfile]]
+    ) -> dict[tuple[int, str], dict[str, float]] | None:
         """The session model's scores of each user's current sequence (None when it is off)."""
         mode = self.settings.session_model
         if mode == "off":
             return None
-        sids = {user: user if mode == "users" else p.session_id for user, p in profiles.items()}
-        located = {sid: partition for sid in sids.values() if sid is not None}
+        sids = [
+            (partition, user, user if mode == "users" else p.session_id, p) for partition, user, p in everyone
+        ]
+        located = {sid: partition for partition, _, sid, _ in sids if sid is not None}
         items = self.store.session_items(located) if located else {}
-        contexts: dict[str, Context] = {}
-        for user, sid in sids.items():
+        contexts: dict[tuple[int, str], Context] = {}
+        for partition, user, sid, p in sids:
             sequence = items.get(sid) if sid is not None else None
             if sequence:
-                ts = profiles[user].session_ts or time.time()
-                contexts[user] = Context(user, tuple(sequence), ts, sid)
+                contexts[(partition, user)] = Context(user, tuple(sequence), p.session_ts or time.time(), sid)
         model = self.store.session_model(list(contexts.values())) if contexts else None
         if model is None:
             return {}
-        return {user: model.scores(context) for user, context in contexts.items()}
+        return {key: model.scores(context) for key, context in contexts.items()}
 
-    def _similar(self, profiles: dict[str, UserProfile]) -> dict[str, dict[str, float]]:
+    def _similar(self, profiles: Mapping[K, UserProfile]) -> dict[K, dict[str, float]]:
         """ANN candidates of each user's vector, one batched search for all users."""
         space = self.space
         if space is None or self.settings.ann_weight == 0:

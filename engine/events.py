@@ -140,14 +140,19 @@ def validate_event(raw: Any) -> Event:
     )
 
 
+def load_record(payload: bytes | None, error: type[Exception], limit: int = MAX_RECORD_BYTES) -> Any:
+    """Parse one Kafka record value as JSON; a tombstone, a value over ``limit`` bytes or invalid
+    JSON raises ``error`` with a readable reason (events and recs records share these checks)."""
+    if payload is None:
+        raise error("record has no value (tombstone)")
+    if len(payload) > limit:
+        raise error(f"record of {len(payload)} bytes exceeds the {limit}-byte limit")
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"not valid JSON: {exc}") from None
+
+
 def decode_event(payload: bytes | None) -> Event:
     """Decode one record value; every failure is an :class:`InvalidEvent` with a readable reason."""
-    if payload is None:
-        raise InvalidEvent("record has no value (tombstone)")
-    if len(payload) > MAX_RECORD_BYTES:
-        raise InvalidEvent(f"record of {len(payload)} bytes exceeds the {MAX_RECORD_BYTES}-byte limit")
-    try:
-        raw = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"not valid JSON: {exc}") from None
-    return validate_event(raw)
+    return validate_event(load_record(payload, InvalidEvent))

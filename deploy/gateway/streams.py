@@ -13,9 +13,8 @@ import math
 from collections import OrderedDict
 from typing import Any
 
-import orjson
-
 from engine.errors import StreamrecError
+from engine.events import load_record
 
 MAX_RECORD_BYTES = 1_000_000
 
@@ -26,14 +25,7 @@ class InvalidRecsRecord(StreamrecError, ValueError):
 
 def parse_recs_record(value: bytes | None) -> dict[str, Any]:
     """Decode and check the fields a front end relies on; the full contract is recs.schema.json."""
-    if value is None:
-        raise InvalidRecsRecord("tombstone (no value)")
-    if len(value) > MAX_RECORD_BYTES:
-        raise InvalidRecsRecord(f"record of {len(value)} bytes is too large")
-    try:
-        record = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRecsRecord(f"not JSON: {exc}") from None
+    record = load_record(value, InvalidRecsRecord, MAX_RECORD_BYTES)
     if not isinstance(record, dict):
         raise InvalidRecsRecord(f"expected a JSON object, got {type(record).__name__}")
     user, items, scores = record.get("user_id"), record.get("items"), record.get("scores")

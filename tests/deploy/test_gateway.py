@@ -410,7 +410,7 @@ def test_hub_routes_by_user_and_bounds_its_cache() -> None:
     ("value", "reason"),
     [
         (None, "tombstone"),
-        (b"\xff", "not JSON"),
+        (b"\xff", "not valid JSON"),
         (b"[1]", "expected a JSON object"),
         (b'{"items": [], "scores": []}', "user_id"),
         (b'{"user_id": "u", "items": [1], "scores": [1]}', "list of strings"),

@@ -24,10 +24,10 @@ from engine.generator import generate_events
 from producers.admin import ensure_topics
 from producers.kafka import KafkaSettings
 from producers.replay import replay_events
+from tests.support.workers import stack_env
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 8
 EVENTS = 30_000
 _BIN = Path(sys.executable).with_name("streamrec")
@@ -70,18 +70,8 @@ def test_one_two_four_workers_on_eight_partitions(stack, redis_url: str, tmp_pat
             kafka, dict.fromkeys((kafka.events_topic, kafka.dlq_topic, kafka.recs_topic), PARTITIONS)
         )
         replay_events(events, kafka)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-        env.update(
-            PYTHONPATH=str(ROOT),
-            STREAMREC_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-            STREAMREC_KAFKA_EVENTS_TOPIC=kafka.events_topic,
-            STREAMREC_KAFKA_DLQ_TOPIC=kafka.dlq_topic,
-            STREAMREC_KAFKA_RECS_TOPIC=kafka.recs_topic,
-            STREAMREC_KAFKA_GROUP_ID=kafka.group_id,
-            STREAMREC_KAFKA_SESSION_TIMEOUT_MS="6000",
-            STREAMREC_REDIS_URL=redis_url,
-            STREAMREC_REDIS_KEY_PREFIX=f"scale{workers}",
-            STREAMREC_WORKER_LOG_JSON="true",
+        env = stack_env(
+            kafka, redis_url, STREAMREC_REDIS_KEY_PREFIX=f"scale{workers}", STREAMREC_WORKER_LOG_JSON="true"
         )
         started = time.monotonic()
         run = run_streamrec(

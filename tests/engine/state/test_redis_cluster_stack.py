@@ -56,12 +56,15 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir: Path = tmp_path_factory.mktemp("redis-cluster")
     server = _binaries()[0]
     ports = [_free_port() for _ in range(MASTERS)]
+    # Explicit bus ports: the default, port + 10000, is invalid for ports above 55535.
+    bus_ports = [_free_port() for _ in range(MASTERS)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for port in ports:
+        for port, bus_port in zip(ports, bus_ports, strict=True):
             node_dir = workdir / str(port)
             node_dir.mkdir()
             argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                    "--cluster-port", str(bus_port),
                     "--cluster-config-file", str(node_dir / "nodes.conf"), "--dir", str(node_dir),
                     "--save", "", "--appendonly", "no", "--protected-mode", "no"]  # fmt: skip
             with open(node_dir / "server.log", "wb") as log:
@@ -74,7 +77,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             last = SLOTS - 1 if i == MASTERS - 1 else (i + 1) * per - 1
             node.execute_command("CLUSTER ADDSLOTSRANGE", i * per, last)
         for node in nodes[1:]:
-            node.execute_command("CLUSTER MEET", "127.0.0.1", ports[0])
+            node.execute_command("CLUSTER MEET", "127.0.0.1", ports[0], bus_ports[0])
 
         def settled() -> bool:
             for node in nodes:

@@ -101,6 +101,12 @@ class WorkerSettings(BaseSettings):
     )
     idle_checks: int = Field(2, ge=1, description="empty polls with zero lag before --until-idle exits")
     publish_recs: bool = Field(True, description="produce recommendations to the recs topic")
+    session_replica: bool = Field(
+        True,
+        description="while this worker owns every partition, keep the session model in memory "
+        "too (loaded from Redis on assignment, fed by its own writes) and score from it instead "
+        "of reading it back per batch",
+    )
     model_version: str = "cooccurrence-v1"
     fault_at: str | None = Field(None, description="testing only: 'step:n' kills the worker at step n")
 
@@ -154,6 +160,9 @@ class Worker:
         self.on_batch: Callable[[Worker, Consumer, float], None] | None = None
         self._consumer: Consumer | None = None
         self._paused = False
+        # Set when the replica may no longer match the store: after a (re)assignment, a failed
+        # write (a lost reply may hide an applied one) or a watermark conflict.
+        self._replica_due = True
         # None in production: every step checks it and moves on.
         if fault is None and self.settings.fault_at:
             fault = fault_from_spec(self.settings.fault_at)
@@ -201,6 +210,7 @@ class Worker:
             # Committed past the watermark (the state lost writes): re-apply from the watermark.
             tp.offset = start if 0 <= start <= mark + 1 else (OFFSET_BEGINNING if start < 0 else mark + 1)
         self._fault_at("assigned")
+        self._replica_due = True
         self.stats.assignments += 1
         log.info("assigned partitions %s", [tp.partition for tp in partitions])
         consumer.assign(partitions)
@@ -209,6 +219,7 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._fault_at("revoked")
+        self._replica_due = True
         log.info("revoked partitions %s", [tp.partition for tp in partitions])
 
     def _fault_at(self, step: str) -> None:
@@ -245,6 +256,7 @@ class Worker:
                     if self.on_batch is not None:
                         self.on_batch(self, consumer, time.perf_counter() - started)
                 except StateStoreError as exc:
+                    self._replica_due = True
                     self._wait_for_store(consumer, batches, exc)
                 except BrokerError as exc:
                     # Recs or dead letters not acknowledged (broker down or restarting): nothing of
@@ -273,6 +285,33 @@ class Worker:
             self.recommender.space = space
             self.versions = self.versions | {"index_version": space.version}
             self.stats.model_swaps += 1
+
+    def _sync_replica(self, consumer: Consumer) -> None:
+        """(Re)load the in-memory session-model replica, or drop it when this worker does not own
+        every partition (neighbour sessions live in all of them; it then reads them from Redis)."""
+        self.recommender.replica = None
+        if not self.settings.session_replica or self.engine.session_model == "off":
+            self._replica_due = False
+            return
+        owned = {tp.partition for tp in consumer.assignment()}
+        if owned != set(range(self.store.partitions)):
+            self._replica_due = False
+            log.info(
+                "session model read from the store per batch (this worker owns %d of %d partitions)",
+                len(owned),
+                self.store.partitions,
+            )
+            return
+        started = time.monotonic()
+        replica = self.store.whole_session_model()  # StateStoreError: retried after the outage
+        self.recommender.replica = replica
+        self._replica_due = False
+        log.info(
+            "session-model replica loaded in %.1f s: %d sessions, %d items",
+            time.monotonic() - started,
+            len(replica.sessions) if replica is not None else 0,
+            len(replica.item_sessions) if replica is not None else 0,
+        )
 
     def _extend_space(self, events: list) -> None:
         """Items the model has not seen get the mean vector of their co-occurrence neighbours."""
@@ -371,6 +410,9 @@ class Worker:
                 dlq.check()
                 self._fault_at("dlq_flushed")
 
+        if self._replica_due:
+            self._sync_replica(consumer)
+        replica = self.recommender.replica
         done: list[TopicPartition] = []
         written: list[BatchOutcome] = []
         pending_digests: list[tuple[int, dict[str, str]]] = []
@@ -382,8 +424,12 @@ class Worker:
                 # Another worker owns this partition now; leave its offsets alone.
                 self.stats.conflicts += 1
                 log.warning("skipping batch: %s", exc)
+                self._replica_due = True
                 continue
             self._fault_at("state_written")
+            if replica is not None:
+                for sid, item, ts in outcome.touches:
+                    replica.touch(sid, item, ts)
             self.stats.applied += outcome.applied
             self.stats.duplicates += outcome.duplicates
             self.stats.already_applied += outcome.already_applied

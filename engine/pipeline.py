@@ -38,6 +38,8 @@ class BatchOutcome:
     # crash between the state write and the recs publish is repaired on the next run).
     touched_users: list[str] = field(default_factory=list)
     events: list[tuple[int, Event]] = field(default_factory=list)
+    # What the applied delta taught the session model, (session, item, ts) in event order.
+    touches: list[tuple[str, str, float]] = field(default_factory=list)
 
 
 def decode_batch(records: Sequence[RawRecord]) -> tuple[list[tuple[int, Event]], list[tuple[RawRecord, str]]]:
@@ -108,4 +110,5 @@ class BatchProcessor:
         if before_apply is not None:
             before_apply(outcome)
         self.store.apply(delta)
+        outcome.touches = delta.touches
         return outcome

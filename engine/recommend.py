@@ -12,6 +12,7 @@ from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace, vector_from_history
 from engine.evaluation.base import Context
 from engine.scoring import recent_items, score_user
+from engine.sessionknn import SessionKNN
 from engine.state.base import StateStore, UserProfile
 
 Ranked = list[tuple[str, float]]
@@ -27,6 +28,9 @@ class Recommender:
         self.store = store
         self.settings = settings
         self.space = space  # replaced on a model refresh
+        # The worker's in-memory copy of the whole session model, kept in step with its writes
+        # while it owns every partition; scoring then reads nothing back from the store.
+        self.replica: SessionKNN | None = None
 
     def for_users(self, partition: int, users: Iterable[str], k: int | None = None) -> dict[str, Ranked]:
         return self.for_partitions({partition: users}, k).get(partition, {})
@@ -85,13 +89,20 @@ class Recommender:
             (partition, user, user if mode == "users" else p.session_id, p) for partition, user, p in everyone
         ]
         located = {sid: partition for partition, _, sid, _ in sids if sid is not None}
-        items = self.store.session_items(located) if located else {}
+        replica = self.replica
+        if replica is not None:
+            items = {sid: replica.sessions.get(sid, ()) for sid in located}
+        else:
+            items = self.store.session_items(located) if located else {}
         contexts: dict[tuple[int, str], Context] = {}
         for partition, user, sid, p in sids:
             sequence = items.get(sid) if sid is not None else None
             if sequence:
                 contexts[(partition, user)] = Context(user, tuple(sequence), p.session_ts or time.time(), sid)
-        model = self.store.session_model(list(contexts.values())) if contexts else None
+        if replica is not None:
+            model = replica
+        else:
+            model = self.store.session_model(list(contexts.values())) if contexts else None
         if model is None:
             return {}
         return {key: model.scores(context) for key, context in contexts.items()}

@@ -46,6 +46,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, replace
+from itertools import compress, repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -116,7 +118,11 @@ class SessionKNN:
         self.trend: dict[str, float] = {}  # forward-decayed counts relative to trend_epoch
         self.trend_epoch: float | None = None
         self.trend_top = 0.0
-        self._gap_table: list[float] | None = None
+        self._gap_table: np.ndarray | None = None
+        self._anchor_table: np.ndarray | None = None
+        # session -> its items' numbers as packed int32, built when it is first a neighbour and
+        # dropped when the session changes: old sessions are compared again and again.
+        self._codes: dict[str, bytes] = {}
 
     # --- learning --------------------------------------------------------------------------------
 
@@ -140,6 +146,7 @@ class SessionKNN:
             self.n_sessions += 1
             if len(self.sessions) > c.max_sessions:
                 old, _ = self.sessions.popitem(last=False)
+                self._codes.pop(old, None)
                 self.session_ts.pop(old, None)
                 self.distinct.pop(old, None)
         else:
@@ -173,6 +180,7 @@ class SessionKNN:
         if item not in seq:
             self.distinct[sid] = self.distinct.get(sid, 0) + 1
         seq.append(item)
+        self._codes.pop(sid, None)
         if len(seq) > c.max_session_length:
             dropped = seq.pop(0)
             if dropped not in seq:
@@ -233,24 +241,32 @@ class SessionKNN:
         """The ``k`` most similar past sessions: (session, similarity, anchor position in context)."""
         c = self.config
         sim, anchor, recent = self.candidates(context)
-        session_ts = self.session_ts
-        now = context.ts
-        half_life = c.recency_half_life_s
-        distinct = self.distinct
-        scored: list[tuple[float, str]] = []
-        for sid in recent:
-            size = distinct.get(sid)
-            if not size:  # forgotten
-                continue
-            value = sim[sid]
-            if c.length_norm:
-                value /= size**c.length_norm
-            if half_life is not None:
-                age = max(0.0, now - session_ts[sid])
-                value *= 0.5 ** (age / half_life)
-            scored.append((value, sid))
+        if not recent:
+            return []
+        n = len(recent)
+        sizes = np.fromiter(map(self.distinct.get, recent, repeat(0)), np.float64, n)
+        values = np.fromiter(map(sim.__getitem__, recent), np.float64, n)
+        known = sizes > 0  # the others were forgotten
+        if c.length_norm:
+            values = values / np.where(known, sizes, 1.0) ** c.length_norm
+        if c.recency_half_life_s is not None:
+            now = context.ts
+            stamps = np.fromiter(map(self.session_ts.get, recent, repeat(now)), np.float64, n)
+            values = values * 0.5 ** (np.maximum(0.0, now - stamps) / c.recency_half_life_s)
+        scored: Iterable[tuple[float, str]] = zip(values.tolist(), recent, strict=True)
+        if not known.all():
+            scored = compress(scored, known.tolist())
         best = heapq.nlargest(c.k, scored)
         return [(sid, value, anchor[sid]) for value, sid in best]
+
+    def _anchor_weights(self) -> np.ndarray:
+        """``exp(-steps / anchor_decay)`` for every anchor distance from the context's end."""
+        table = self._anchor_table
+        if table is None:
+            decay = self.config.anchor_decay or math.inf
+            steps = range(self.config.max_session_length + 1)
+            table = self._anchor_table = np.array([math.exp(-step / decay) for step in steps])
+        return table
 
     def _gap_weights(self) -> list[float]:
         """``exp(-|gap| / item_decay)`` (times ``before_weight`` before the anchor) for every gap,
@@ -267,44 +283,70 @@ class SessionKNN:
         return table
 
     def knn_scores(self, context: Context) -> dict[str, float]:
-        """The neighbours' votes per item (not normalised)."""
+        """The neighbours' votes per item (not normalised).
+
+        Vectorised over all neighbours at once: their items become one array of item numbers
+        (``rules.numbers``; every item a session holds has one), each position gets its gap weight
+        from the anchor, and ``numpy.bincount`` adds the votes up item by item in neighbour order.
+        """
         c = self.config
         items = context.items[-c.max_session_length :]
-        scores: dict[str, float] = {}
+        found = self.neighbours(context)
+        if not found:
+            return {}
         table = self._gap_table
         if table is None:
-            table = self._gap_table = self._gap_weights()
-        span = c.max_session_length
-        last = len(items) - 1
-        get = scores.get
-        for sid, similarity, anchor_position in self.neighbours(context):
-            seq = self.sessions[sid]
-            anchor_item = items[anchor_position]
-            if c.anchor_decay is not None:
-                similarity *= math.exp(-(last - anchor_position) / c.anchor_decay)
-            # the anchor's last occurrence in the neighbour
-            at = len(seq) - 1
-            while at > 0 and seq[at] != anchor_item:
-                at -= 1
-            base = span - at
-            if c.distinct_votes:
-                best: dict[str, float] = {}
-                best_get = best.get
-                for position, item in enumerate(seq):
-                    weight = table[base + position]
-                    if weight > best_get(item, 0.0):
-                        best[item] = weight
-                for item, weight in best.items():
-                    scores[item] = get(item, 0.0) + similarity * weight
-                continue
-            for position, item in enumerate(seq):
-                scores[item] = get(item, 0.0) + similarity * table[base + position]
-        if c.idf_weight and scores:
-            total = max(self.n_sessions, 1)
-            count = self.item_count
-            for item in scores:
-                scores[item] *= 1.0 + c.idf_weight * math.log(total / max(count.get(item, 1), 1))
-        return scores
+            table = self._gap_table = np.array(self._gap_weights())
+        numbers = self.rules.numbers
+        sessions = self.sessions
+        cache = self._codes
+        packed = []
+        for sid, _, _ in found:
+            codes_of = cache.get(sid)
+            if codes_of is None:
+                seq = sessions[sid]
+                codes_of = cache[sid] = np.fromiter(
+                    map(numbers.__getitem__, seq), np.int32, len(seq)
+                ).tobytes()
+            packed.append(codes_of)
+        lengths = np.fromiter(map(len, packed), np.int64, len(packed)) // 4
+        total = int(lengths.sum())
+        codes = np.frombuffer(b"".join(packed), np.int32).astype(np.int64)
+        sims = np.fromiter((sim for _, sim, _ in found), np.float64, len(found))
+        anchor_positions = np.fromiter((at for _, _, at in found), np.int64, len(found))
+        if c.anchor_decay is not None:
+            sims = sims * self._anchor_weights()[len(items) - 1 - anchor_positions]
+        rows = np.repeat(np.arange(len(found)), lengths)
+        starts = np.cumsum(lengths) - lengths
+        positions = np.arange(total) - starts[rows]
+        anchors = np.fromiter(
+            map(numbers.__getitem__, map(items.__getitem__, anchor_positions.tolist())), np.int64, len(found)
+        )
+        # the anchor's last occurrence in each neighbour (its first item when absent)
+        anchor_at = np.maximum.reduceat(np.where(codes == anchors[rows], positions, 0), starts)
+        weights = table[c.max_session_length + positions - anchor_at[rows]]
+        if c.distinct_votes:
+            # one vote per (neighbour, item): its strongest occurrence
+            pair = rows * len(self.rules.names) + codes
+            order = np.lexsort((-weights, pair))
+            first = np.ones(total, bool)
+            first[1:] = pair[order[1:]] != pair[order[:-1]]
+            keep = order[first]  # sorted by neighbour: the sums below run in neighbour order
+            codes, rows, weights = codes[keep], rows[keep], weights[keep]
+        voted, slot = np.unique(codes, return_inverse=True)
+        scores = np.bincount(slot, weights=sims[rows] * weights, minlength=len(voted))
+        if c.idf_weight:
+            counts = self.session_counts  # item_count by item number
+            if len(counts) < len(self.rules.names):  # a model filled from a store
+                counts = np.array([self.item_count.get(name, 0) for name in self.rules.names], float)
+            sessions_with = np.maximum(counts[voted], 1.0)
+            scores = scores * (1.0 + c.idf_weight * np.log(max(self.n_sessions, 1) / sessions_with))
+        voted_names = (
+            itemgetter(*voted.tolist())(self.rules.names)
+            if len(voted) > 1
+            else [self.rules.names[int(voted[0])]]
+        )
+        return dict(zip(voted_names, scores.tolist(), strict=True))
 
     def sr_scores(self, context: Context) -> dict[str, float]:
         """The rule votes of the ``sr_items`` most recent distinct context items (not normalised)."""

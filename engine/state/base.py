@@ -93,6 +93,10 @@ class StateStore(Protocol):
         """Items of the session-model sessions given as session -> partition, oldest first."""
         ...
 
+    def whole_session_model(self) -> SessionKNN | None:
+        """Every partition's session model in one in-memory copy (None when the model is off)."""
+        ...
+
 
 def keep_strongest(weights: dict[str, float], keep: int) -> None:
     """Drop all but the ``keep`` largest entries, ties broken as a Redis sorted set orders them."""

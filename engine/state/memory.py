@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 
 from engine.config import EngineSettings
@@ -105,6 +106,9 @@ class MemoryStore:
 
     def session_model(self, contexts: list[Context]) -> SessionKNN | None:
         return self._sessions
+
+    def whole_session_model(self) -> SessionKNN | None:
+        return copy.deepcopy(self._sessions)
 
     def session_items(self, located: Mapping[str, int]) -> dict[str, list[str]]:
         sessions = self._sessions.sessions if self._sessions is not None else {}

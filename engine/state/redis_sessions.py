@@ -145,6 +145,8 @@ def partial_model(
         if items:
             model.sessions[sid] = items
             model.distinct[sid] = len(set(items))
+            for item in items:  # the scorer addresses items by number
+                model.rules.number(item)
 
     # 4. item session counts (idf, rule popularity) and the trend of every possible candidate
     counted = set(context_items)
@@ -192,3 +194,106 @@ def _trend_scale(epoch: float | None, epochs: Sequence[float | None], half_life_
         return 0.0
     exponent = (epoch - max(known)) / half_life_s
     return 2.0**exponent if exponent > -1000 else 0.0
+
+
+# Keys fetched per pipeline when reading a whole partition (bounds one reply's memory).
+WHOLE_READ_CHUNK = 2000
+
+
+def whole_model(
+    run: Run, scan: Callable[[str], list[str]], bases: Sequence[str], config: SessionKNNConfig
+) -> SessionKNN:
+    """Every partition's session-model state merged into one :class:`SessionKNN`.
+
+    The merge is :func:`partial_model`'s, over every key instead of a context's slice, so both
+    score alike. ``scan(pattern)`` lists the keys matching a pattern. For a worker that owns every
+    partition (its in-memory replica, see ``consumers.worker``); its cost grows with the state
+    (bounded by the model's caps), so it runs on assignment, not per batch.
+    """
+    c = config
+    model = SessionKNN(c)
+    index: dict[str, list[tuple[float, str]]] = {}
+    rules: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    stamps: dict[str, float] = {}
+    epochs: list[float | None] = []
+    trends: list[list[tuple[Any, float]]] = []
+    for base in bases:
+        meta, sess, ic, trend = run(
+            lambda pipe, base=base: [
+                pipe.hmget(base + "meta", "sessions", "trend_epoch"),
+                pipe.zrange(base + "sess", 0, -1, withscores=True),
+                pipe.hgetall(base + "ic"),
+                pipe.zrange(base + "tr", 0, -1, withscores=True),
+            ]
+        )
+        model.n_sessions += int(meta[0] or 0)
+        epochs.append(float(meta[1]) if meta[1] is not None else None)
+        stamps.update((_text(sid), float(ts)) for sid, ts in sess)
+        for item, n in ic.items():
+            key = _text(item)
+            counts[key] = counts.get(key, 0) + int(n)
+        trends.append(trend)
+        for names, rows in _read_rows(run, scan, base + "is:"):
+            for item, row in zip(names, rows, strict=True):
+                found = index.setdefault(item, [])
+                found.extend((float(ts), _text(sid)) for sid, ts in row)
+        for names, rows in _read_rows(run, scan, base + "r:"):
+            for source, row in zip(names, rows, strict=True):
+                merged = rules.setdefault(source, {})
+                for target, weight in row:
+                    key = _text(target)
+                    merged[key] = merged.get(key, 0.0) + float(weight)
+        for names, rows in _read_rows(run, scan, base + "ss:", lists=True):
+            for sid, items in zip(names, rows, strict=True):
+                if items and sid in stamps:
+                    model.sessions[sid] = [_text(x) for x in items]
+    # Sessions in order of last activity (the eviction order), as the live model keeps them.
+    order = sorted((stamps[sid], sid) for sid in model.sessions)
+    ordered = {sid: model.sessions[sid] for _, sid in order}
+    model.sessions.clear()
+    model.sessions.update(ordered)
+    for sid, items in ordered.items():
+        model.session_ts[sid] = stamps[sid]
+        model.distinct[sid] = len(set(items))
+        for item in items:  # the scorer addresses items by number
+            model.rules.number(item)
+    for item in sorted(index):
+        found = index[item]
+        found.sort()
+        model.item_sessions[item] = dict.fromkeys(sid for _, sid in found)
+    for source in sorted(rules):
+        for target, weight in rules[source].items():
+            model.rules.add(source, target, weight)
+    model.item_count = {item: n for item, n in counts.items() if n}
+    for item in sorted(model.item_count):
+        model.rules.number(item)
+    model.session_counts = np.array([model.item_count.get(name, 0) for name in model.rules.names], float)
+    if c.trend_weight > 0:
+        known = [e for e in epochs if e is not None]
+        for epoch, rows in zip(epochs, trends, strict=True):
+            scale = _trend_scale(epoch, epochs, c.trend_half_life_s)
+            for item, value in rows:
+                key = _text(item)
+                model.trend[key] = model.trend.get(key, 0.0) + scale * float(value)
+        model.trend = {item: value for item, value in model.trend.items() if value}
+        model.trend_epoch = max(known) if known else None
+        model.trend_top = max(model.trend.values(), default=0.0)
+    return model
+
+
+def _read_rows(
+    run: Run, scan: Callable[[str], list[str]], prefix: str, lists: bool = False
+) -> list[tuple[list[str], list[Any]]]:
+    """Every key under ``prefix``: its name after the prefix and its sorted-set (or list) contents,
+    in chunks of :data:`WHOLE_READ_CHUNK` keys per pipeline."""
+    keys = sorted(scan(prefix + "*"))
+    out = []
+    for start in range(0, len(keys), WHOLE_READ_CHUNK):
+        chunk = keys[start : start + WHOLE_READ_CHUNK]
+        if lists:
+            rows = run(lambda pipe, chunk=chunk: [pipe.lrange(k, 0, -1) for k in chunk])
+        else:
+            rows = run(lambda pipe, chunk=chunk: [pipe.zrange(k, 0, -1, withscores=True) for k in chunk])
+        out.append(([k[len(prefix) :] for k in chunk], rows))
+    return out

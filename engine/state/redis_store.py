@@ -334,6 +334,24 @@ class RedisStore:
             self._pipelined("session read"), bases, self.session_config, contexts
         )
 
+    def whole_session_model(self) -> SessionKNN | None:
+        """Every partition's session model merged into one in-memory model (None when off).
+
+        Reads the whole model state (SCAN + pipelines), so it is for a worker's replica on
+        assignment, not the hot path."""
+        if self.session_config is None:
+            return None
+        bases = [self._base(p) for p in range(self.partitions)]
+
+        def scan(pattern: str) -> list[str]:
+            escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in pattern[:-1]) + "*"
+            found = self._call(lambda: list(self.client.scan_iter(match=escaped, count=1000)), "scan")
+            return [_text(k) for k in found]
+
+        return redis_sessions.whole_model(
+            self._pipelined("session model read"), scan, bases, self.session_config
+        )
+
     def session_items(self, located: Mapping[str, int]) -> dict[str, list[str]]:
         """Items of sessions (session -> partition), oldest first."""
         bases = [self._base(p) for p in range(self.partitions)]

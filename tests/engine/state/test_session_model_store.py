@@ -144,3 +144,34 @@ def test_session_items_are_kept_per_session(redis_store: RedisStore, preset: str
         -PRESETS[preset].max_session_length :
     ]
     assert redis_store.session_items({key: partition}) == {key: expected}
+
+
+@pytest.mark.stack
+def test_whole_model_loaded_from_redis_then_fed_scores_like_the_in_memory_model(
+    redis_store: RedisStore, preset: str
+) -> None:
+    """The worker's replica: loaded from Redis mid-stream, then fed the touches of later deltas."""
+    settings = EngineSettings(session_model=preset)
+    events = session_events()
+    half = len(events) // 2
+    reference = SessionKNN(PRESETS[preset])
+    reference.learn(events)
+    feed(redis_store, events[:half], settings)
+    replica = redis_store.whole_session_model()
+    assert replica is not None
+    assert len(replica.sessions) > 50
+    replica.learn(events[half:])  # what the worker's later writes teach it
+    contexts = contexts_of(events, preset)
+    for context in contexts:
+        expected = reference.scores(context)
+        assert_same_scores(expected, replica.scores(context))
+        assert top_k(replica.scores(context), 20) == top_k(expected, 20)
+    assert replica.n_sessions == reference.n_sessions
+    assert replica.item_count == reference.item_count
+
+
+@pytest.mark.stack
+def test_whole_model_of_an_empty_store_is_empty(redis_store: RedisStore) -> None:
+    model = redis_store.whole_session_model()
+    assert model is not None
+    assert not model.sessions and not model.item_sessions and model.n_sessions == 0

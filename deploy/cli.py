@@ -451,6 +451,8 @@ def bench(
     from deploy.bench import SUITES, BenchOptions, run_benchmarks
     from deploy.bench.report import show, write_json
 
+    logging.getLogger("streamrec.bench").setLevel(logging.INFO)  # progress of long runs
+
     suites = list(SUITES) if which == "all" else [which]
     try:
         options = BenchOptions(

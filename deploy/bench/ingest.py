@@ -12,6 +12,7 @@ as ``wall_s``.
 from __future__ import annotations
 
 import cProfile
+import logging
 import multiprocessing
 import pstats
 import time
@@ -30,6 +31,8 @@ from deploy.bench.common import (
 )
 from deploy.settings import Settings
 from engine.state.redis_store import connect
+
+log = logging.getLogger("streamrec.bench")
 
 
 class TimedWorker(Worker):
@@ -78,10 +81,44 @@ def worker_child(
     results.put(report)
 
 
+def process_rss_mb(pid: int) -> float:
+    """Another process's current resident set size, from /proc (0 where there is none)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def memory_sample(settings: Settings, pids: list[int], started: float) -> dict[str, float]:
+    """One point of the run's timeline: records still to consume, Redis and worker memory."""
+    from consumers.offsets import group_lag
+    from engine.errors import BrokerError
+
+    point: dict[str, float] = {"elapsed_s": round(time.monotonic() - started, 1)}
+    try:
+        point["lag"] = float(sum(group_lag(settings.kafka).values()))
+    except BrokerError:
+        pass
+    point.update(redis_memory(settings))
+    point["workers_rss_mb"] = round(sum(process_rss_mb(pid) for pid in pids), 1)
+    return point
+
+
 def run_workers(
-    settings: Settings, workers: int, max_seconds: float, profile: Path | None = None
+    settings: Settings,
+    workers: int,
+    max_seconds: float,
+    profile: Path | None = None,
+    sample_every_s: float = 30.0,
+    timeline: list[dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``workers`` worker processes in one group until the topic is drained."""
+    """Run ``workers`` worker processes in one group until the topic is drained.
+
+    Every ``sample_every_s`` the lag, Redis memory and the workers' RSS are appended to
+    ``timeline`` and logged (long runs: the memory-bound check)."""
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()
     procs = []
@@ -91,9 +128,20 @@ def run_workers(
     for proc in procs:
         proc.start()
     reports: list[dict[str, Any]] = []
+    started = time.monotonic()
+    next_sample = started + sample_every_s
     try:
         # Read before join: a child blocks on exit until its queued report is consumed.
         while len(reports) < workers:
+            if timeline is not None and time.monotonic() >= next_sample:
+                next_sample += sample_every_s
+                point = memory_sample(settings, [p.pid for p in procs if p.pid is not None], started)
+                timeline.append(point)
+                log.info(
+                    "ingest %.0f s: lag %s, Redis %.0f MB (%d keys), worker RSS %.0f MB",
+                    point["elapsed_s"], f"{point.get('lag', float('nan')):,.0f}", point["used_memory_mb"],
+                    point["keys"], point["workers_rss_mb"],
+                )  # fmt: skip
             if not any(p.is_alive() for p in procs) and results.empty():
                 break
             try:
@@ -146,7 +194,7 @@ def run_ingest(
     peers: bool = True,
     peer_events: int = 20_000,
     profile: Path | None = None,
-    max_seconds: float = 3600.0,
+    max_seconds: float | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     settings = run_settings(stack, "ingest", stack.partitions)
@@ -154,7 +202,10 @@ def run_ingest(
     started = time.monotonic()
     produced = produce_events(n_events, settings.kafka, seed)
     produce_s = time.monotonic() - started
-    reports = run_workers(settings, workers, max_seconds, profile)
+    # Generous: a worker far slower than the slowest measured one (~1,000 events/s) is a failure.
+    max_seconds = max_seconds or max(3600.0, n_events / 200.0)
+    timeline: list[dict[str, float]] = []
+    reports = run_workers(settings, workers, max_seconds, profile, timeline=timeline)
     result: dict[str, Any] = {
         "events": n_events,
         "produced": produced,
@@ -164,6 +215,7 @@ def run_ingest(
         "batch_size": settings.worker.batch_size,
         **summarise_workers(reports),
     }
+    result["memory_timeline"] = timeline
     memory_after = redis_memory(settings)
     result["redis_used_memory_mb"] = memory_after["used_memory_mb"]
     result["redis_state_mb"] = memory_after["used_memory_mb"] - memory_before["used_memory_mb"]

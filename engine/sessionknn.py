@@ -24,8 +24,10 @@ Four parts, each optional, added into one score per item:
   ``trend_half_life_s``) over the largest one.
 
 Memory is bounded: each item keeps its ``max_item_sessions`` most recent sessions, each session its
-last ``max_session_length`` items, the model its ``max_sessions`` most recently active sessions,
-each item its ``max_rules`` strongest rules (trimmed at twice that). With ``max_item_sessions >=
+last ``max_session_length`` items, the model its ``max_sessions`` most recently active sessions
+(an evicted session also leaves the index of the items it lists, so the index is bounded by
+sessions, not by the catalogue), each item its ``max_rules`` strongest rules (trimmed at twice
+that). With ``max_item_sessions >=
 sample`` the capped index gives the same neighbours as an unbounded one. The current session is
 never its own neighbour, so learning it while it is being served (streaming) is safe.
 
@@ -145,10 +147,7 @@ class SessionKNN:
             seq = self.sessions[sid] = []
             self.n_sessions += 1
             if len(self.sessions) > c.max_sessions:
-                old, _ = self.sessions.popitem(last=False)
-                self._codes.pop(old, None)
-                self.session_ts.pop(old, None)
-                self.distinct.pop(old, None)
+                self._forget(*self.sessions.popitem(last=False))
         else:
             self.sessions.move_to_end(sid)
         if c.sr_weight > 0:
@@ -186,6 +185,20 @@ class SessionKNN:
             if dropped not in seq:
                 self.distinct[sid] -= 1
         self.session_ts[sid] = ts
+
+    def _forget(self, sid: str, items: list[str]) -> None:
+        """Drop an evicted session, also from the index of every item it still lists, so that the
+        index is bounded by ``max_sessions`` x ``max_session_length`` and not by the catalogue
+        (a forgotten session never scored anyway: it has no ``distinct`` entry)."""
+        self.session_ts.pop(sid, None)
+        self.distinct.pop(sid, None)
+        self._codes.pop(sid, None)
+        for item in set(items):
+            index = self.item_sessions.get(item)
+            if index is not None and sid in index:
+                del index[sid]
+                if not index:
+                    del self.item_sessions[item]
 
     def _add_trend(self, item: str, ts: float) -> None:
         half_life = self.config.trend_half_life_s

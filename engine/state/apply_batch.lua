@@ -95,8 +95,13 @@ while i <= n do
         redis.call('HINCRBY', meta, 'sessions', 1)
         redis.call('ZADD', sessions, ts_text, sid)
         if redis.call('ZCARD', sessions) > max_sessions then
+          -- forget the oldest session, also in the index of every item it still lists
           local oldest = redis.call('ZPOPMIN', sessions)
-          redis.call('DEL', base .. 'ss:' .. oldest[1])
+          local okey = base .. 'ss:' .. oldest[1]
+          for _, old_item in ipairs(redis.call('LRANGE', okey, 0, -1)) do
+            redis.call('ZREM', base .. 'is:' .. old_item, oldest[1])
+          end
+          redis.call('DEL', okey)
         end
       end
       if steps > 0 then

@@ -89,6 +89,18 @@ def test_memory_stays_bounded() -> None:
     assert ranked  # forgotten sessions are skipped, not looked up
 
 
+def test_evicted_sessions_leave_the_item_index() -> None:
+    """The index holds live sessions only: bounded by max_sessions, not by the catalogue."""
+    model = SessionKNN(max_sessions=15, max_session_length=8)
+    events = ring(300, n_items=200)  # many items: without the clean-up each would keep old sessions
+    model.learn(events)
+    indexed = set().union(*model.item_sessions.values())
+    assert indexed == set(model.sessions)
+    assert len(model.item_sessions) <= 15 * 8
+    for item, index in model.item_sessions.items():
+        assert all(item in model.sessions[sid] for sid in index)
+
+
 def test_capped_item_index_finds_the_same_neighbours_when_the_cap_covers_the_sample() -> None:
     events = ring(300, seed=5)
     capped = SessionKNN(sample=30, max_item_sessions=30, recency_half_life_s=3600.0)

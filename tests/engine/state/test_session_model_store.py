@@ -43,11 +43,17 @@ def session_events(n_sessions: int = 400, seed: int = 7) -> list[Event]:
     return events
 
 
-def feed(store: StateStore, events: list[Event], settings: EngineSettings, batch: int = 37) -> None:
+def feed(
+    store: StateStore,
+    events: list[Event],
+    settings: EngineSettings,
+    batch: int = 37,
+    partitions: int = PARTITIONS,
+) -> None:
     """Route by user to partitions and apply in batches, the way the worker does."""
     routed: dict[int, list[Event]] = {}
     for event in events:
-        routed.setdefault(int(event.user_id[1:]) % PARTITIONS, []).append(event)
+        routed.setdefault(int(event.user_id[1:]) % partitions, []).append(event)
     offsets = dict.fromkeys(routed, 0)
     # interleave partitions batch by batch, as a worker polling all of them would
     pending = {p: list(rows) for p, rows in routed.items()}
@@ -175,3 +181,27 @@ def test_whole_model_of_an_empty_store_is_empty(redis_store: RedisStore) -> None
     model = redis_store.whole_session_model()
     assert model is not None
     assert not model.sessions and not model.item_sessions and model.n_sessions == 0
+
+
+@pytest.mark.stack
+def test_redis_evicts_sessions_like_the_in_memory_model(redis_url: str) -> None:
+    """With one partition the per-partition session cap is the model's: evicted sessions leave
+    the item index in Redis exactly as in memory."""
+    config = PRESETS["sessions"].with_(max_sessions=25)
+    settings = EngineSettings(session_model="sessions")
+    store = RedisStore(RedisSettings(url=redis_url, key_prefix="ev"), 1, settings)
+    store.session_config = config
+    try:
+        events = session_events(150)
+        feed(store, events, settings, partitions=1)
+        reference = SessionKNN(config)
+        reference.learn(events)
+        loaded = store.whole_session_model()
+        assert loaded is not None
+        assert list(loaded.sessions.items()) == list(reference.sessions.items())
+        assert {i: list(s) for i, s in loaded.item_sessions.items()} == {
+            i: list(s) for i, s in reference.item_sessions.items()
+        }
+        assert set().union(*loaded.item_sessions.values()) == set(reference.sessions)
+    finally:
+        store.close()

@@ -148,6 +148,10 @@ def run_workers(
                 reports.append(results.get(timeout=1.0))
             except Exception:  # queue.Empty: keep waiting while a child runs
                 continue
+    except BaseException:  # interrupted (Ctrl-C) or failed: stop the workers now, not after max_seconds
+        for proc in procs:
+            proc.terminate()
+        raise
     finally:
         for proc in procs:
             proc.join(max_seconds + 30)

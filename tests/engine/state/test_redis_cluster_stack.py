@@ -158,6 +158,11 @@ def test_pipeline_on_the_cluster_matches_the_oracle(store: RedisStore) -> None:
     assert store.locate_user(user) == memory.locate_user(user) == 7 % PARTITIONS
     profile = store.profiles(7, [user])[user]
     assert profile.history == memory.profiles(7, [user])[user].history
+    # A worker's replica: the whole session model, read with SCAN over every master.
+    whole, reference = store.whole_session_model(), memory.whole_session_model()
+    assert whole is not None and reference is not None and reference.sessions
+    assert dict(whole.sessions) == dict(reference.sessions)
+    assert whole.n_sessions == reference.n_sessions and whole.item_count == reference.item_count
 
 
 def test_digests_and_conflicts_on_the_cluster(store: RedisStore) -> None:

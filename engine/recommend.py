@@ -105,7 +105,7 @@ class Recommender:
             model = self.store.session_model(list(contexts.values())) if contexts else None
         if model is None:
             return {}
-        return {key: model.scores(context) for key, context in contexts.items()}
+        return dict(zip(contexts, model.scores_many(list(contexts.values())), strict=True))
 
     def _similar(self, profiles: Mapping[K, UserProfile]) -> dict[K, dict[str, float]]:
         """ANN candidates of each user's vector, one batched search for all users."""

@@ -123,12 +123,17 @@ class RuleStore:
                 rows.append((row, weight / row.top if row_norm and row.top > 0 else weight))
         if not rows:
             return {}
-        total = np.zeros(len(self.names))
-        for row, weight in rows:
-            total[row.targets[: row.size]] += weight * row.weights[: row.size]
+        # Sparse: only the rows' targets, not an array over every item (a row has ~hundreds of
+        # targets, the catalogue tens of thousands). bincount adds a target's votes in row order.
+        targets, slot = np.unique(
+            np.concatenate([row.targets[: row.size] for row, _ in rows]), return_inverse=True
+        )
+        total = np.bincount(
+            slot, weights=np.concatenate([weight * row.weights[: row.size] for row, weight in rows])
+        )
         if divide_by is not None:
-            n = min(len(divide_by), len(total))
-            total[:n] /= divide_by[:n]
+            inside = targets < len(divide_by)
+            total[inside] /= divide_by[targets[inside]]
         hit = np.flatnonzero(total)
         names = self.names
-        return dict(zip([names[i] for i in hit.tolist()], total[hit].tolist(), strict=True))
+        return dict(zip([names[i] for i in targets[hit].tolist()], total[hit].tolist(), strict=True))

@@ -46,10 +46,9 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import compress, repeat
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -57,6 +56,7 @@ import numpy as np
 from engine.evaluation.base import Context, top_k
 from engine.events import Event
 from engine.sequential_rules import RuleStore
+from engine.session_votes import neighbour_votes
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +120,6 @@ class SessionKNN:
         self.trend: dict[str, float] = {}  # forward-decayed counts relative to trend_epoch
         self.trend_epoch: float | None = None
         self.trend_top = 0.0
-        self._gap_table: np.ndarray | None = None
-        self._anchor_table: np.ndarray | None = None
         # session -> its items' numbers as packed int32, built when it is first a neighbour and
         # dropped when the session changes: old sessions are compared again and again.
         self._codes: dict[str, bytes] = {}
@@ -237,18 +235,27 @@ class SessionKNN:
             if not index:
                 continue
             weight = math.exp(-(n - 1 - position) / c.position_decay)
-            for sid in index:
-                sim[sid] = sim.get(sid, 0.0) + weight
-                anchor[sid] = position
+            # set and dict operations run in C; Python steps only for sessions already met
+            if sim:
+                fresh = index.keys() - sim.keys()
+                for sid in index.keys() & sim.keys():
+                    sim[sid] += weight
+                sim.update(dict.fromkeys(fresh, weight))
+            else:
+                sim = dict.fromkeys(index, weight)
+            anchor.update(dict.fromkeys(index, position))
         if own is not None:
             sim.pop(own, None)
-        session_ts = self.session_ts
-        if len(sim) > c.sample:
-            # ties broken by id, so that a store-backed reader (other index order) picks the same
-            recent = heapq.nlargest(c.sample, sim, key=lambda s: (session_ts.get(s, -math.inf), s))
-        else:
-            recent = list(sim)
-        return sim, anchor, recent
+        if len(sim) <= c.sample:
+            return sim, anchor, list(sim)
+        # The `sample` most recent by (timestamp, id): ids break ties, so that a store-backed
+        # reader (another index order) picks the same sessions.
+        sids = list(sim)
+        stamps = np.fromiter(map(self.session_ts.get, sids, repeat(-math.inf)), np.float64, len(sids))
+        cut = np.partition(stamps, len(sids) - c.sample)[len(sids) - c.sample]  # sample-th largest
+        recent = list(compress(sids, (stamps > cut).tolist()))
+        at_cut = sorted(compress(sids, (stamps == cut).tolist()), reverse=True)
+        return sim, anchor, recent + at_cut[: c.sample - len(recent)]
 
     def neighbours(self, context: Context) -> list[tuple[str, float, int]]:
         """The ``k`` most similar past sessions: (session, similarity, anchor position in context)."""
@@ -266,100 +273,47 @@ class SessionKNN:
             now = context.ts
             stamps = np.fromiter(map(self.session_ts.get, recent, repeat(now)), np.float64, n)
             values = values * 0.5 ** (np.maximum(0.0, now - stamps) / c.recency_half_life_s)
-        scored: Iterable[tuple[float, str]] = zip(values.tolist(), recent, strict=True)
         if not known.all():
-            scored = compress(scored, known.tolist())
-        best = heapq.nlargest(c.k, scored)
+            kept = np.flatnonzero(known)
+            values = values[kept]
+            recent = [recent[i] for i in kept.tolist()]
+        if len(recent) <= c.k:
+            order = np.argsort(-values, kind="stable")
+            ranked = values[order]
+            if not (ranked[1:] == ranked[:-1]).any():  # no ties: the order by (value, id) is by value
+                ranked_sids = [recent[i] for i in order.tolist()]
+                return [
+                    (sid, value, anchor[sid]) for sid, value in zip(ranked_sids, ranked.tolist(), strict=True)
+                ]
+        best = heapq.nlargest(c.k, zip(values.tolist(), recent, strict=True))
         return [(sid, value, anchor[sid]) for value, sid in best]
 
-    def _anchor_weights(self) -> np.ndarray:
-        """``exp(-steps / anchor_decay)`` for every anchor distance from the context's end."""
-        table = self._anchor_table
-        if table is None:
-            decay = self.config.anchor_decay or math.inf
-            steps = range(self.config.max_session_length + 1)
-            table = self._anchor_table = np.array([math.exp(-step / decay) for step in steps])
-        return table
-
-    def _gap_weights(self) -> list[float]:
-        """``exp(-|gap| / item_decay)`` (times ``before_weight`` before the anchor) for every gap,
-        at index ``gap + max_session_length``: a lookup instead of an ``exp`` per neighbour item."""
-        c = self.config
-        inv_decay = 1.0 / c.item_decay
-        span = c.max_session_length
-        table = []
-        for gap in range(-span, span + 1):
-            weight = math.exp(-abs(gap) * inv_decay)
-            if gap < 0:
-                weight *= c.before_weight
-            table.append(weight)
-        return table
-
     def knn_scores(self, context: Context) -> dict[str, float]:
-        """The neighbours' votes per item (not normalised).
+        """The neighbours' votes per item (not normalised)."""
+        return self.knn_scores_many([context])[0]
 
-        Vectorised over all neighbours at once: their items become one array of item numbers
-        (``rules.numbers``; every item a session holds has one), each position gets its gap weight
-        from the anchor, and ``numpy.bincount`` adds the votes up item by item in neighbour order.
-        """
-        c = self.config
-        items = context.items[-c.max_session_length :]
-        found = self.neighbours(context)
-        if not found:
-            return {}
-        table = self._gap_table
-        if table is None:
-            table = self._gap_table = np.array(self._gap_weights())
-        numbers = self.rules.numbers
-        sessions = self.sessions
-        cache = self._codes
-        packed = []
-        for sid, _, _ in found:
-            codes_of = cache.get(sid)
-            if codes_of is None:
-                seq = sessions[sid]
-                codes_of = cache[sid] = np.fromiter(
-                    map(numbers.__getitem__, seq), np.int32, len(seq)
-                ).tobytes()
-            packed.append(codes_of)
-        lengths = np.fromiter(map(len, packed), np.int64, len(packed)) // 4
-        total = int(lengths.sum())
-        codes = np.frombuffer(b"".join(packed), np.int32).astype(np.int64)
-        sims = np.fromiter((sim for _, sim, _ in found), np.float64, len(found))
-        anchor_positions = np.fromiter((at for _, _, at in found), np.int64, len(found))
-        if c.anchor_decay is not None:
-            sims = sims * self._anchor_weights()[len(items) - 1 - anchor_positions]
-        rows = np.repeat(np.arange(len(found)), lengths)
-        starts = np.cumsum(lengths) - lengths
-        positions = np.arange(total) - starts[rows]
-        anchors = np.fromiter(
-            map(numbers.__getitem__, map(items.__getitem__, anchor_positions.tolist())), np.int64, len(found)
-        )
-        # the anchor's last occurrence in each neighbour (its first item when absent)
-        anchor_at = np.maximum.reduceat(np.where(codes == anchors[rows], positions, 0), starts)
-        weights = table[c.max_session_length + positions - anchor_at[rows]]
-        if c.distinct_votes:
-            # one vote per (neighbour, item): its strongest occurrence
-            pair = rows * len(self.rules.names) + codes
-            order = np.lexsort((-weights, pair))
-            first = np.ones(total, bool)
-            first[1:] = pair[order[1:]] != pair[order[:-1]]
-            keep = order[first]  # sorted by neighbour: the sums below run in neighbour order
-            codes, rows, weights = codes[keep], rows[keep], weights[keep]
-        voted, slot = np.unique(codes, return_inverse=True)
-        scores = np.bincount(slot, weights=sims[rows] * weights, minlength=len(voted))
-        if c.idf_weight:
-            counts = self.session_counts  # item_count by item number
-            if len(counts) < len(self.rules.names):  # a model filled from a store
-                counts = np.array([self.item_count.get(name, 0) for name in self.rules.names], float)
-            sessions_with = np.maximum(counts[voted], 1.0)
-            scores = scores * (1.0 + c.idf_weight * np.log(max(self.n_sessions, 1) / sessions_with))
-        voted_names = (
-            itemgetter(*voted.tolist())(self.rules.names)
-            if len(voted) > 1
-            else [self.rules.names[int(voted[0])]]
-        )
-        return dict(zip(voted_names, scores.tolist(), strict=True))
+    def knn_scores_many(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
+        """:meth:`knn_scores` of many contexts in one vectorised pass (see :mod:`engine.session_votes`)."""
+        return neighbour_votes(self, contexts, [self.neighbours(context) for context in contexts])
+
+    def session_codes(self, sid: str) -> bytes:
+        """A session's item numbers as packed int32, cached until the session changes: old sessions
+        are compared again and again."""
+        codes = self._codes.get(sid)
+        if codes is None:
+            seq = self.sessions[sid]
+            numbers = self.rules.numbers
+            codes = self._codes[sid] = np.fromiter(
+                map(numbers.__getitem__, seq), np.int32, len(seq)
+            ).tobytes()
+        return codes
+
+    def idf_counts(self) -> np.ndarray:
+        """Sessions that contained each item, by item number (idf)."""
+        counts = self.session_counts
+        if len(counts) < len(self.rules.names):  # a model filled from a store
+            counts = np.array([self.item_count.get(name, 0) for name in self.rules.names], float)
+        return counts
 
     def sr_scores(self, context: Context) -> dict[str, float]:
         """The rule votes of the ``sr_items`` most recent distinct context items (not normalised)."""
@@ -379,8 +333,15 @@ class SessionKNN:
 
     def scores(self, context: Context) -> dict[str, float]:
         """Every candidate item's blended score (see the module doc)."""
+        return self.scores_many([context])[0]
+
+    def scores_many(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
+        """:meth:`scores` of many contexts, their neighbour votes computed in one pass."""
+        knn = self.knn_scores_many(contexts) if self.config.k > 0 else [{} for _ in contexts]
+        return [self._blend(context, votes) for context, votes in zip(contexts, knn, strict=True)]
+
+    def _blend(self, context: Context, knn: dict[str, float]) -> dict[str, float]:
         c = self.config
-        knn = self.knn_scores(context) if c.k > 0 else {}
         sr = self.sr_scores(context) if c.sr_weight > 0 else {}
         out: dict[str, float] = {}
         if knn:

@@ -215,3 +215,66 @@ def test_vectorised_votes_equal_the_plain_definition(overrides: dict) -> None:
             assert actual[item] == pytest.approx(value, rel=1e-12), item
         checked += bool(expected)
     assert checked > 50
+
+
+def reference_neighbours(model: SessionKNN, context: Context) -> list[tuple[str, float, int]]:
+    """Candidates and neighbours one indexed session at a time, ranked by (timestamp, id) and
+    (similarity, id) with heapq: the oracle of the set- and numpy-based selection."""
+    import heapq
+    import math
+
+    c = model.config
+    items = context.items[-c.max_session_length :]
+    last_position = {item: position for position, item in enumerate(items)}
+    sim: dict[str, float] = {}
+    anchor: dict[str, int] = {}
+    for item, position in sorted(last_position.items(), key=lambda kv: kv[1]):
+        weight = math.exp(-(len(items) - 1 - position) / c.position_decay)
+        for sid in model.item_sessions.get(item, {}):
+            sim[sid] = sim.get(sid, 0.0) + weight
+            anchor[sid] = position
+    sim.pop(context.session_id, None)
+    recent = heapq.nlargest(c.sample, sim, key=lambda s: (model.session_ts.get(s, -math.inf), s))
+    scored = []
+    for sid in recent:
+        size = model.distinct.get(sid)
+        if not size:
+            continue
+        value = sim[sid] / size**c.length_norm if c.length_norm else sim[sid]
+        if c.recency_half_life_s is not None:
+            value *= 0.5 ** (max(0.0, context.ts - model.session_ts[sid]) / c.recency_half_life_s)
+        scored.append((value, sid))
+    return [(sid, value, anchor[sid]) for value, sid in heapq.nlargest(c.k, scored)]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # everything fits: no selection
+        {"sample": 12, "k": 5},  # both selections bind
+        {"sample": 12, "k": 5, "recency_half_life_s": 50.0, "length_norm": 0.0},
+        {"max_sessions": 40, "sample": 30},  # forgotten sessions among the candidates
+    ],
+)
+def test_candidate_and_neighbour_selection_equal_the_plain_definition(overrides: dict) -> None:
+    rng = random.Random(9)
+    spec = []
+    for s in range(160):
+        item = rng.randrange(25)
+        for _ in range(rng.randint(1, 6)):
+            item = (item + rng.randint(-2, 2)) % 25
+            spec.append((f"s{s}", f"i{item}"))
+    # many equal timestamps (ten events per second): ties must be broken by id both ways
+    events = [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
+    model = SessionKNN(**overrides)
+    model.learn(events)
+    compared = 0
+    for n in range(0, len(events), 7):
+        context = Context("u", tuple(e.item_id for e in events[max(0, n - 5) : n + 1]), T0 + n, "new")
+        expected = reference_neighbours(model, context)
+        actual = model.neighbours(context)
+        assert [sid for sid, _, _ in actual] == [sid for sid, _, _ in expected]
+        assert [a for _, _, a in actual] == [a for _, _, a in expected]
+        assert [v for _, v, _ in actual] == pytest.approx([v for _, v, _ in expected], rel=1e-12)
+        compared += bool(expected)
+    assert compared > 50

@@ -1,0 +1,117 @@
+"""The neighbour-vote step of :class:`~engine.sessionknn.SessionKNN`, vectorised over many contexts.
+
+Given each context's neighbours (session, similarity, anchor position), every neighbour votes for
+its items: ``similarity x exp(-steps of the anchor from the context's end / anchor_decay)`` times
+``exp(-|distance to the anchor| / item_decay)`` (``before_weight`` more before it), once per item
+with ``distinct_votes``, then times the item's idf factor. All neighbours of all contexts become
+flat arrays of item numbers; a handful of numpy calls then serve a whole poll of users, instead of
+a Python loop per neighbour item or a round of numpy calls per user. The votes of one item add up
+in neighbour order, as a plain loop over the neighbours would add them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from operator import itemgetter
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.evaluation.base import Context
+
+if TYPE_CHECKING:
+    from engine.sessionknn import SessionKNN, SessionKNNConfig
+
+Neighbours = list[tuple[str, float, int]]
+
+
+@lru_cache(maxsize=16)
+def gap_weights(config: SessionKNNConfig) -> np.ndarray:
+    """``exp(-|gap| / item_decay)`` (times ``before_weight`` before the anchor) for every gap from
+    the anchor, at index ``gap + max_session_length``."""
+    span = config.max_session_length
+    weights = [math.exp(-abs(gap) / config.item_decay) for gap in range(-span, span + 1)]
+    return np.array(
+        [
+            w * config.before_weight if gap < 0 else w
+            for gap, w in zip(range(-span, span + 1), weights, strict=True)
+        ]
+    )
+
+
+@lru_cache(maxsize=16)
+def anchor_weights(config: SessionKNNConfig) -> np.ndarray:
+    """``exp(-steps / anchor_decay)`` for every anchor distance from the context's end (1 when off)."""
+    decay = config.anchor_decay or math.inf
+    return np.array([math.exp(-step / decay) for step in range(config.max_session_length + 1)])
+
+
+def neighbour_votes(
+    model: SessionKNN, contexts: Sequence[Context], neighbours: Sequence[Neighbours]
+) -> list[dict[str, float]]:
+    """Each context's votes per item (not normalised), from its neighbours in ``model``."""
+    c = model.config
+    out: list[dict[str, float]] = [{} for _ in contexts]
+    numbers = model.rules.numbers
+    packed: list[bytes] = []
+    sims: list[float] = []
+    anchor_codes: list[int] = []
+    anchor_steps: list[int] = []
+    owners: list[np.ndarray] = []
+    for j, (context, found) in enumerate(zip(contexts, neighbours, strict=True)):
+        if not found:
+            continue
+        items = context.items[-c.max_session_length :]
+        sids, similarities, positions = zip(*found, strict=True)
+        packed.extend(map(model.session_codes, sids))
+        sims.extend(similarities)
+        anchor_codes.extend(map(numbers.__getitem__, map(items.__getitem__, positions)))
+        last = len(items) - 1
+        anchor_steps.extend(last - p for p in positions)
+        owners.append(np.full(len(found), j, np.int64))
+    if not packed:
+        return out
+    n_rows = len(packed)
+    lengths = np.fromiter(map(len, packed), np.int64, n_rows) // 4
+    total = int(lengths.sum())
+    codes = np.frombuffer(b"".join(packed), np.int32).astype(np.int64)
+    row_weight = np.array(sims) * anchor_weights(c)[np.array(anchor_steps)]
+    rows = np.repeat(np.arange(n_rows), lengths)
+    starts = np.cumsum(lengths) - lengths
+    positions_in_row = np.arange(total) - starts[rows]
+    # the anchor's last occurrence in each neighbour (its first item when absent)
+    hit = codes == np.array(anchor_codes)[rows]
+    anchor_at = np.maximum.reduceat(np.where(hit, positions_in_row, 0), starts)
+    weights = gap_weights(c)[c.max_session_length + positions_in_row - anchor_at[rows]]
+    n_names = len(model.rules.names)
+    if c.distinct_votes:
+        # one vote per (neighbour, item): its strongest occurrence; sorted by neighbour after
+        pair = rows * n_names + codes
+        order = np.argsort(pair, kind="stable")  # rows are in order already: runs for timsort
+        pair = pair[order]
+        first = np.ones(total, bool)
+        first[1:] = pair[1:] != pair[:-1]
+        starts_of_pairs = np.flatnonzero(first)
+        weights = np.maximum.reduceat(weights[order], starts_of_pairs)
+        keep = order[starts_of_pairs]
+        codes, rows = codes[keep], rows[keep]
+    owner = np.concatenate(owners)[rows]
+    # bincount adds in array order, which is neighbour order within each context
+    voted, slot = np.unique(owner * n_names + codes, return_inverse=True)
+    scores = np.bincount(slot, weights=row_weight[rows] * weights, minlength=len(voted))
+    voted_owner, voted_codes = np.divmod(voted, n_names)
+    if c.idf_weight:
+        sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
+        scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
+    bounds = np.searchsorted(voted_owner, np.arange(len(contexts) + 1)).tolist()
+    names = model.rules.names
+    code_list, score_list = voted_codes.tolist(), scores.tolist()
+    for j in range(len(contexts)):
+        lo, hi = bounds[j], bounds[j + 1]
+        if hi - lo > 1:
+            out[j] = dict(zip(itemgetter(*code_list[lo:hi])(names), score_list[lo:hi], strict=True))
+        elif hi - lo == 1:
+            out[j] = {names[code_list[lo]]: score_list[lo]}
+    return out

@@ -49,9 +49,10 @@ def anchor_weights(config: SessionKNNConfig) -> np.ndarray:
 
 
 def neighbour_votes(
-    model: SessionKNN, contexts: Sequence[Context], neighbours: Sequence[Neighbours]
+    model: SessionKNN, contexts: Sequence[Context], neighbours: Sequence[Neighbours], normalise: bool = False
 ) -> list[dict[str, float]]:
-    """Each context's votes per item (not normalised), from its neighbours in ``model``."""
+    """Each context's votes per item from its neighbours in ``model``; with ``normalise``, divided
+    by the context's largest vote."""
     c = model.config
     out: list[dict[str, float]] = [{} for _ in contexts]
     numbers = model.rules.numbers
@@ -105,7 +106,12 @@ def neighbour_votes(
     if c.idf_weight:
         sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
         scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
-    bounds = np.searchsorted(voted_owner, np.arange(len(contexts) + 1)).tolist()
+    bounds_array = np.searchsorted(voted_owner, np.arange(len(contexts) + 1))
+    if normalise:
+        present = np.flatnonzero(np.diff(bounds_array))  # contexts with votes
+        top = np.maximum.reduceat(scores, bounds_array[present])
+        scores = scores / np.repeat(top, np.diff(bounds_array)[present])
+    bounds = bounds_array.tolist()
     names = model.rules.names
     code_list, score_list = voted_codes.tolist(), scores.tolist()
     for j in range(len(contexts)):

@@ -49,6 +49,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import compress, repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -275,15 +276,19 @@ class SessionKNN:
             values = values * 0.5 ** (np.maximum(0.0, now - stamps) / c.recency_half_life_s)
         if not known.all():
             kept = np.flatnonzero(known)
-            values = values[kept]
-            recent = [recent[i] for i in kept.tolist()]
+            values, recent = values[kept], _pick(recent, kept)
+        if len(recent) > c.k:
+            top = np.argpartition(values, len(values) - c.k)[len(values) - c.k :]
+            kth = values[top].min()
+            if np.count_nonzero(values == kth) == np.count_nonzero(values[top] == kth):
+                values, recent = values[top], _pick(recent, top)  # no tie straddles the cut
         if len(recent) <= c.k:
             order = np.argsort(-values, kind="stable")
             ranked = values[order]
             if not (ranked[1:] == ranked[:-1]).any():  # no ties: the order by (value, id) is by value
-                ranked_sids = [recent[i] for i in order.tolist()]
                 return [
-                    (sid, value, anchor[sid]) for sid, value in zip(ranked_sids, ranked.tolist(), strict=True)
+                    (sid, value, anchor[sid])
+                    for sid, value in zip(_pick(recent, order), ranked.tolist(), strict=True)
                 ]
         best = heapq.nlargest(c.k, zip(values.tolist(), recent, strict=True))
         return [(sid, value, anchor[sid]) for value, sid in best]
@@ -337,17 +342,18 @@ class SessionKNN:
 
     def scores_many(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
         """:meth:`scores` of many contexts, their neighbour votes computed in one pass."""
-        knn = self.knn_scores_many(contexts) if self.config.k > 0 else [{} for _ in contexts]
+        if self.config.k > 0:
+            found = [self.neighbours(context) for context in contexts]
+            knn = neighbour_votes(self, contexts, found, normalise=True)
+        else:
+            knn = [{} for _ in contexts]
         return [self._blend(context, votes) for context, votes in zip(contexts, knn, strict=True)]
 
     def _blend(self, context: Context, knn: dict[str, float]) -> dict[str, float]:
+        """The neighbour votes (divided by their maximum) plus rules, reminders and trend."""
         c = self.config
         sr = self.sr_scores(context) if c.sr_weight > 0 else {}
-        out: dict[str, float] = {}
-        if knn:
-            top = max(knn.values())
-            if top > 0:
-                out = {item: value / top for item, value in knn.items()}
+        out = knn  # already divided by its maximum (a fresh dict)
         if sr:
             top = max(sr.values())
             if top > 0:
@@ -403,6 +409,15 @@ PRESETS: dict[str, SessionKNNConfig] = {
         trend_weight=0.05,
     ),
 }
+
+
+def _pick(values: list[str], positions: np.ndarray) -> list[str]:
+    """``[values[i] for i in positions]``, in C."""
+    if len(positions) == 0:
+        return []
+    if len(positions) == 1:
+        return [values[int(positions[0])]]
+    return list(itemgetter(*positions.tolist())(values))
 
 
 def preset_for_engine(session_model: str) -> SessionKNNConfig | None:

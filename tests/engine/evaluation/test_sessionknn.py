@@ -214,7 +214,20 @@ def test_vectorised_votes_equal_the_plain_definition(overrides: dict) -> None:
         for item, value in expected.items():
             assert actual[item] == pytest.approx(value, rel=1e-12), item
         checked += bool(expected)
+        if expected:  # scored alone: the votes divided by their largest (rules, reminders off)
+            alone = SessionKNN(model.config.with_(sr_weight=0.0, reminder_weight=0.0, trend_weight=0.0))
+            alone.__dict__.update({k: v for k, v in model.__dict__.items() if k != "config"})
+            top = max(expected.values())
+            assert alone.scores(context) == pytest.approx({i: v / top for i, v in expected.items()}, rel=1e-12)
     assert checked > 50
+    # many contexts in one pass score each as alone
+    contexts = [
+        Context("u", tuple(e.item_id for e in events[max(0, n - 6) : n + 1]), T0 + n + 1, "new")
+        for n in range(0, len(events), 5)
+    ]
+    together = model.scores_many(contexts)
+    for context, scores in zip(contexts, together, strict=True):
+        assert scores == pytest.approx(model.scores(context), rel=1e-12)
 
 
 def reference_neighbours(model: SessionKNN, context: Context) -> list[tuple[str, float, int]]:

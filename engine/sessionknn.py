@@ -27,8 +27,8 @@ Memory is bounded: each item keeps its ``max_item_sessions`` most recent session
 last ``max_session_length`` items, the model its ``max_sessions`` most recently active sessions
 (an evicted session also leaves the index of the items it lists, so the index is bounded by
 sessions, not by the catalogue), each item its ``max_rules`` strongest rules (trimmed at twice
-that). With ``max_item_sessions >=
-sample`` the capped index gives the same neighbours as an unbounded one. The current session is
+that). With ``max_item_sessions >= sample`` the capped index gives the same neighbours as an
+unbounded one. The current session is
 never its own neighbour, so learning it while it is being served (streaming) is safe.
 
 :data:`PRESETS` holds the tuned configurations (see :mod:`engine.evaluation.tuning`).

@@ -218,7 +218,9 @@ def test_vectorised_votes_equal_the_plain_definition(overrides: dict) -> None:
             alone = SessionKNN(model.config.with_(sr_weight=0.0, reminder_weight=0.0, trend_weight=0.0))
             alone.__dict__.update({k: v for k, v in model.__dict__.items() if k != "config"})
             top = max(expected.values())
-            assert alone.scores(context) == pytest.approx({i: v / top for i, v in expected.items()}, rel=1e-12)
+            assert alone.scores(context) == pytest.approx(
+                {i: v / top for i, v in expected.items()}, rel=1e-12
+            )
     assert checked > 50
     # many contexts in one pass score each as alone
     contexts = [

@@ -102,6 +102,12 @@ class WorkerSettings(BaseSettings):
     fetch_wait_max_ms: int = Field(
         20, ge=0, le=10_000, description="longest the broker holds a fetch for data (latency vs requests)"
     )
+    prefetch_kbytes: int = Field(
+        8192,
+        ge=1024,
+        description="records fetched ahead per partition, in KiB (librdkafka queued.max.messages.kbytes; "
+        "its default, 64 MiB a partition, lets a lagging worker hold that much)",
+    )
     idle_checks: int = Field(2, ge=1, description="empty polls with zero lag before --until-idle exits")
     publish_recs: bool = Field(True, description="produce recommendations to the recs topic")
     session_replica: bool = Field(
@@ -184,6 +190,7 @@ class Worker:
             "fetch.wait.max.ms": self.settings.fetch_wait_max_ms,
             "max.partition.fetch.bytes": self.kafka.max_message_bytes,
             "fetch.max.bytes": max(self.kafka.max_message_bytes, 16 * 1024 * 1024),
+            "queued.max.messages.kbytes": self.settings.prefetch_kbytes,
         }
         try:
             return Consumer(config)

@@ -380,10 +380,14 @@ class SessionKNN:
 # "sessions" on YOOCHOOSE train_tr -> train_valid (next-item, frozen), "users" on the first 20% of
 # MovieLens 100k (the prequential protocol's warm-up, replayed with its own 50% warm-up). On the
 # latter the neighbourhood part did not help, so "users" is the rules and trend parts alone.
+# The search's best "sessions" point had k=500, sample=1000 (validation HR@20 + MRR@20 1.0348);
+# k=100, sample=500 scores 1.0346 on the same split, a tie within noise, at ~60% of the scoring
+# cost once the item index is full (1.37 -> 0.82 ms a user on 1M generator events), so the
+# streaming engine runs the cheaper one.
 PRESETS: dict[str, SessionKNNConfig] = {
     "sessions": SessionKNNConfig(
-        k=500,
-        sample=1000,
+        k=100,
+        sample=500,
         position_decay=2.0,
         length_norm=0.0,
         recency_half_life_s=3 * 86_400.0,

@@ -59,6 +59,10 @@ from engine.events import Event
 from engine.sequential_rules import RuleStore
 from engine.session_votes import neighbour_votes
 
+# Contexts whose neighbour votes share one vectorised pass: enough to amortise numpy's per-call
+# cost, few enough to bound the pass's arrays (k neighbours x their items per context).
+VOTE_CHUNK = 64
+
 
 @dataclass(frozen=True, slots=True)
 class SessionKNNConfig:
@@ -342,12 +346,16 @@ class SessionKNN:
 
     def scores_many(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
         """:meth:`scores` of many contexts, their neighbour votes computed in one pass."""
-        if self.config.k > 0:
-            found = [self.neighbours(context) for context in contexts]
-            knn = neighbour_votes(self, contexts, found, normalise=True)
-        else:
-            knn = [{} for _ in contexts]
-        return [self._blend(context, votes) for context, votes in zip(contexts, knn, strict=True)]
+        if self.config.k <= 0:
+            return [self._blend(context, {}) for context in contexts]
+        out: list[dict[str, float]] = []
+        # In chunks: one pass's arrays hold every neighbour item of its contexts.
+        for start in range(0, len(contexts), VOTE_CHUNK):
+            chunk = contexts[start : start + VOTE_CHUNK]
+            found = [self.neighbours(context) for context in chunk]
+            knn = neighbour_votes(self, chunk, found, normalise=True)
+            out.extend(self._blend(context, votes) for context, votes in zip(chunk, knn, strict=True))
+        return out
 
     def _blend(self, context: Context, knn: dict[str, float]) -> dict[str, float]:
         """The neighbour votes (divided by their maximum) plus rules, reminders and trend."""

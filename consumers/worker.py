@@ -7,7 +7,8 @@ Per poll, the commit order is (see DESIGN.md, Guarantees):
    once the watermark passes a record it is never looked at again;
 3. one atomic Redis write per partition: the state delta and the partition's new watermark;
 4. recompute recommendations for the touched users of every partition of the poll (one scoring
-   pass, shared reads) and produce the changed ones;
+   pass, shared reads; the session model from the in-memory replica when this worker owns every
+   partition) and produce the changed ones;
 5. flush the producer, then remember what was published (digests), so an unflushed list is
    published again after a crash;
 6. commit the consumer offsets, only now that the state and the recs are durable.

@@ -325,6 +325,18 @@ def _alive(pid: int) -> bool:
     return stat is not None and stat[0] not in ("Z", "X")
 
 
+def stop_child(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> int:
+    """Stop a child process this process started: SIGTERM, up to ``grace_s`` for a clean exit,
+    then SIGKILL. Returns its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(5)
+
+
 def _terminate(pid: int) -> None:
     """SIGTERM, up to 5 s for a clean exit, then SIGKILL."""
     for sig, wait in ((signal.SIGTERM, _STOP_TIMEOUT), (signal.SIGKILL, _STOP_TIMEOUT)):

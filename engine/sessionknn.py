@@ -299,11 +299,7 @@ class SessionKNN:
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""
-        return self.knn_scores_many([context])[0]
-
-    def knn_scores_many(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
-        """:meth:`knn_scores` of many contexts in one vectorised pass (see :mod:`engine.session_votes`)."""
-        return neighbour_votes(self, contexts, [self.neighbours(context) for context in contexts])
+        return neighbour_votes(self, [context], [self.neighbours(context)])[0]
 
     def session_codes(self, sid: str) -> bytes:
         """A session's item numbers as packed int32, cached until the session changes: old sessions

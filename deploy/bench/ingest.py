@@ -200,6 +200,7 @@ def run_ingest(
     profile: Path | None = None,
     max_seconds: float | None = None,
     seed: int = 0,
+    sample_every_s: float = 30.0,
 ) -> dict[str, Any]:
     settings = run_settings(stack, "ingest", stack.partitions)
     memory_before = redis_memory(settings)
@@ -209,7 +210,7 @@ def run_ingest(
     # Generous: a worker far slower than the slowest measured one (~1,000 events/s) is a failure.
     max_seconds = max_seconds or max(3600.0, n_events / 200.0)
     timeline: list[dict[str, float]] = []
-    reports = run_workers(settings, workers, max_seconds, profile, timeline=timeline)
+    reports = run_workers(settings, workers, max_seconds, profile, sample_every_s, timeline)
     result: dict[str, Any] = {
         "events": n_events,
         "produced": produced,

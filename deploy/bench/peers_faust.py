@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.bench.common import BenchError
+from deploy.stack import stop_child
 from engine.config import EngineSettings
 from engine.errors import InvalidEvent
 from engine.events import decode_event
@@ -49,22 +50,18 @@ def make_app(config: dict[str, Any]) -> Any:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
     )
-    events = app.topic(
-        config["events_topic"],
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
-    recs = app.topic(
-        config["recs_topic"],
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    events, recs = raw_topic(config["events_topic"]), raw_topic(config["recs_topic"])
     dlq = app.topic(config["dlq_topic"], key_serializer="raw", value_serializer="raw", partitions=partitions)
     users = app.Table("users", default=dict, partitions=partitions)
     cooc = app.Table("cooc", default=dict, partitions=partitions)
@@ -192,13 +189,7 @@ def run_faust_peer(kafka: KafkaSettings, n_events: int, timeout_s: float = 300.0
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    stop_child(proc, 15)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from consumers.worker import Worker, WorkerSettings
-from deploy.stack import _binaries
+from deploy.stack import _binaries, stop_child
 from engine.config import EngineSettings
 from engine.generator import generate_events
 from engine.state.redis_store import RedisSettings, RedisStore
 from producers.admin import ensure_topics, wait_for_broker
 from producers.kafka import KafkaSettings
 from producers.replay import replay_events
-from tests.support.oracle import exactly_once, recs_users, verify_cli, wait_for_zero_lag
+from tests.support.oracle import assert_every_event_once_with_recs, wait_for_zero_lag
 from tests.support.proxy import ChaosProxy
 from tests.support.workers import stack_env
 
@@ -71,12 +71,7 @@ def proxied_broker(tmp_path: Path) -> Iterator[tuple[KafkaSettings, ChaosProxy]]
         yield settings, proxy
     finally:
         proxy.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_child(proc)
 
 
 def test_worker_reconnects_after_the_broker_comes_back(
@@ -111,11 +106,8 @@ def test_worker_reconnects_after_the_broker_comes_back(
     assert worker.stats.applied == EVENTS
     assert worker.stats.assignments >= 2  # it rejoined the group after the outage
 
-    report = verify_cli(stack_env(kafka, redis_url), tmp_path)
-    assert report["exit_code"] == 0 and report["ok"], report["mismatches"][:5]
-    counts = exactly_once(kafka, redis_url)
-    assert counts.watermarks_at_end and (counts.applied, counts.duplicates_applied) == (EVENTS, 0)
-    assert {e.user_id for e in events} <= recs_users(kafka)
+    users = {e.user_id for e in events}
+    assert_every_event_once_with_recs(kafka, redis_url, stack_env(kafka, redis_url), tmp_path, users, EVENTS)
     print(
         f"\nbroker outage: {worker.stats.broker_outages} batches retried, "
         f"{worker.stats.assignments} assignments, {worker.stats.already_applied} re-delivered records skipped"

@@ -136,13 +136,17 @@ def test_cli_bench_rejects_an_unknown_suite(tmp_path: Path) -> None:
 def test_ingest_bench_consumes_every_produced_event(stack: StackInfo, redis_url: str) -> None:
     from deploy.bench.ingest import run_ingest
 
-    result = run_ingest(_stack(stack, redis_url), 3000, peers=False)
+    result = run_ingest(_stack(stack, redis_url), 3000, peers=False, sample_every_s=0.2)
     assert result["produced"] == 3000
     assert result["consumed"] == result["produced"] == result["applied"]
     assert result["events_per_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["recs_published"] > 0
     assert result["redis_keys"] > 0 and result["redis_used_memory_mb"] > 0
     assert "warning" not in result
+    # the long-replay timeline: lag, Redis memory and the workers' RSS while they run
+    timeline = result["memory_timeline"]
+    assert timeline and all(p["used_memory_mb"] > 0 and p["workers_rss_mb"] > 0 for p in timeline)
+    assert [p["elapsed_s"] for p in timeline] == sorted(p["elapsed_s"] for p in timeline)
 
 
 @pytest.mark.stack

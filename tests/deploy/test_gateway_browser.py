@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from deploy.stack import stop_child
 from producers.kafka import KafkaSettings
 from producers.replay import replay_events
 from tests.support.gateway import WorkerThread, co_views, stack_settings
@@ -123,12 +124,7 @@ def gateway_url(kafka_settings: KafkaSettings, redis_url: str, tmp_path: Path) -
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            returncode = proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            returncode = proc.wait(5)
+        returncode = stop_child(proc, 15)
         log.close()
     # SIGTERM is a clean stop: streams closed, consumer and producer shut down, exit status 0.
     assert returncode == 0, (tmp_path / "serve.log").read_text()

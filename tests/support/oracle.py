@@ -70,3 +70,15 @@ def wait_for_zero_lag(kafka: KafkaSettings, timeout_s: float) -> dict[int, int]:
         time.sleep(0.5)
         lag = group_lag(kafka)
     return lag
+
+
+def assert_every_event_once_with_recs(
+    kafka: KafkaSettings, redis_url: str, env: dict[str, str], workdir: Path, users: set[str], n_events: int
+) -> None:
+    """The end of an outage test: verify agrees with Redis, each of ``n_events`` was applied once
+    (none twice), every partition's watermark reached its end, and every user got recs."""
+    report = verify_cli(env, workdir)
+    assert report["exit_code"] == 0 and report["ok"], report["mismatches"][:5]
+    counts = exactly_once(kafka, redis_url)
+    assert counts.watermarks_at_end and (counts.applied, counts.duplicates_applied) == (n_events, 0)
+    assert users <= recs_users(kafka)

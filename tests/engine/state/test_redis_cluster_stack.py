@@ -18,7 +18,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from deploy.stack import _binaries, _free_port
+from deploy.stack import _binaries, _free_port, stop_child
 from engine.config import EngineSettings
 from engine.errors import StateStoreError, WatermarkConflict
 from engine.events import encode_event
@@ -92,13 +92,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"redis://127.0.0.1:{ports[0]}/0"
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_child(proc, 5)
 
 
 @pytest.fixture

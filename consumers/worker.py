@@ -37,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumers.heap import freeze_after_full_collections
 from consumers.offsets import group_lag
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace
@@ -116,6 +117,11 @@ class WorkerSettings(BaseSettings):
         description="while this worker owns every partition, keep the session model in memory "
         "too (loaded from Redis on assignment, fed by its own writes) and score from it instead "
         "of reading it back per batch",
+    )
+    gc_freeze: bool = Field(
+        True,
+        description="after each full garbage collection, freeze its survivors (the long-lived state) "
+        "so that the next one walks only newer objects: short GC pauses (consumers/heap.py)",
     )
     model_version: str = "cooccurrence-v1"
     fault_at: str | None = Field(None, description="testing only: 'step:n' kills the worker at step n")
@@ -247,6 +253,7 @@ class Worker:
         consumer.subscribe([self.kafka.events_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         idle = 0
         deadline = time.monotonic() + max_seconds if max_seconds else None
+        unfreeze = freeze_after_full_collections() if self.settings.gc_freeze else None
         try:
             while not self.stop_event.is_set():
                 if deadline and time.monotonic() > deadline:
@@ -281,6 +288,8 @@ class Worker:
                     self._rewind(consumer, batches)
                     self.stop_event.wait(1.0)
         finally:
+            if unfreeze is not None:
+                unfreeze()
             producer.flush(10)
             consumer.close()
             self._consumer = None
@@ -444,7 +453,7 @@ class Worker:
         replica = self.recommender.replica
         done: list[TopicPartition] = []
         written: list[BatchOutcome] = []
-        pending_digests: list[tuple[int, dict[str, str]]] = []
+        pending_digests: dict[int, dict[str, str]] = {}
         for partition, records in batches.items():
             self.stats.consumed += len(records)
             try:
@@ -474,23 +483,23 @@ class Worker:
             done.append(TopicPartition(topic, partition, outcome.last_offset + 1))
         touched = {o.partition: o.touched_users for o in written if o.touched_users}
         if self.settings.publish_recs and touched:
-            # One scoring pass for the whole poll: the partitions share the reads.
-            lists_by_partition = self.recommender.for_partitions(touched)
+            # One scoring pass for the whole poll: the partitions share one read round trip.
+            inputs = self.store.recs_inputs(touched, self.recommender.trending_wanted())
+            lists_by_partition = self.recommender.rank(inputs)
             for outcome in written:
                 lists = lists_by_partition.get(outcome.partition)
                 if not lists:
                     continue
-                previous = self.store.recs_digests(outcome.partition, lists)
+                previous = inputs.digests[outcome.partition]
                 source = (topic, outcome.partition, outcome.last_offset)
                 changed = recs.publish(lists, previous, source, self.versions)
-                pending_digests.append((outcome.partition, changed))
+                pending_digests[outcome.partition] = changed
                 self.stats.recs_published += len(changed)
         self._fault_at("recs_produced")
         flush(producer)
         recs.check()
         self._fault_at("recs_flushed")
-        for partition, digests in pending_digests:
-            self.store.set_recs_digests(partition, digests)
+        self.store.set_recs_digests(pending_digests)
         self._fault_at("digests_written")
         if done:
             try:

@@ -13,7 +13,7 @@ from engine.embeddings import EmbeddingSpace, vector_from_history
 from engine.evaluation.base import Context
 from engine.scoring import recent_items, score_user
 from engine.sessionknn import SessionKNN
-from engine.state.base import StateStore, UserProfile
+from engine.state.base import RecsInputs, StateStore, UserProfile
 
 Ranked = list[tuple[str, float]]
 K = TypeVar("K", bound=Hashable)
@@ -41,19 +41,27 @@ class Recommender:
         """Recommendations for users of several partitions with one pass of shared reads (the
         session model's state, trending, neighbours, one ANN search): a worker's whole poll."""
         k = k or self.settings.top_k
-        profiles = {
-            partition: self.store.profiles(partition, members) for partition, members in users.items()
-        }
-        return self._score(profiles, k)
+        return self.rank(self.store.recs_inputs(users, self.trending_wanted(k)), k)
+
+    def trending_wanted(self, k: int | None = None) -> int:
+        """How many trending items scoring reads (extra, so that filtering still leaves k)."""
+        return max(self.settings.trending_candidates, (k or self.settings.top_k) * 2)
+
+    def rank(self, inputs: RecsInputs, k: int | None = None) -> dict[int, dict[str, Ranked]]:
+        """Recommendations for the users of ``inputs`` (read with :meth:`StateStore.recs_inputs`)."""
+        return self._score(inputs.profiles, k or self.settings.top_k, inputs.trending)
 
     def for_user(self, user: str, k: int | None = None) -> tuple[UserProfile, Ranked]:
         """Recommendations for one user wherever they live (a cold user gets trending items)."""
         k = k or self.settings.top_k
         partition = self.store.locate_user(user)
         profile = self.store.profiles(partition, [user])[user] if partition is not None else UserProfile()
-        return profile, self._score({partition or 0: {user: profile}}, k)[partition or 0][user]
+        trending = self.store.trending(self.trending_wanted(k))
+        return profile, self._score({partition or 0: {user: profile}}, k, trending)[partition or 0][user]
 
-    def _score(self, profiles: dict[int, dict[str, UserProfile]], k: int) -> dict[int, dict[str, Ranked]]:
+    def _score(
+        self, profiles: dict[int, dict[str, UserProfile]], k: int, trending: list[tuple[str, float]]
+    ) -> dict[int, dict[str, Ranked]]:
         s = self.settings
         everyone = [
             (partition, user, p) for partition, group in profiles.items() for user, p in group.items()
@@ -62,7 +70,6 @@ class Recommender:
         wanted = {item for _, _, p in everyone for item in recent_items(p, s)} if session is None else ()
         # Ask for extra neighbours so that filtering purchased items still leaves k candidates.
         neighbours = self.store.neighbours(wanted, max(k * 2, 50)) if wanted else {}
-        trending = self.store.trending(max(s.trending_candidates, k * 2))
         similar = self._similar({(partition, user): p for partition, user, p in everyone})
         out: dict[int, dict[str, Ranked]] = {partition: {} for partition in profiles}
         for partition, user, p in everyone:

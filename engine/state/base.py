@@ -44,6 +44,16 @@ class PartitionSnapshot:
     user_vectors: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class RecsInputs:
+    """What one scoring pass over a worker's poll reads: the users' profiles and the digests of
+    their last published lists (both by partition), and the trending items."""
+
+    profiles: dict[int, dict[str, UserProfile]]
+    digests: dict[int, dict[str, str | None]]
+    trending: list[tuple[str, float]]
+
+
 class StateStore(Protocol):
     """Per-partition state: everything one partition's batch writes shares that partition's slot.
 
@@ -81,7 +91,14 @@ class StateStore(Protocol):
 
     def recs_digests(self, partition: int, users: Iterable[str]) -> dict[str, str | None]: ...
 
-    def set_recs_digests(self, partition: int, digests: Mapping[str, str]) -> None: ...
+    def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
+        """Profiles and digests of ``users`` (partition -> users) and the ``trending`` most popular
+        items, read together (one round trip for the Redis store)."""
+        ...
+
+    def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:
+        """Record the digests of published lists (partition -> user -> digest)."""
+        ...
 
     def snapshot(self, partition: int) -> PartitionSnapshot: ...
 
@@ -105,3 +122,13 @@ def keep_strongest(weights: dict[str, float], keep: int) -> None:
     ranked = sorted(weights.items(), key=lambda kv: (kv[1], kv[0].encode()))
     for key, _ in ranked[: len(ranked) - keep]:
         del weights[key]
+
+
+def gather_recs_inputs(store: StateStore, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
+    """:meth:`StateStore.recs_inputs` from the store's single reads, for stores without round trips."""
+    members = {partition: list(group) for partition, group in users.items()}
+    return RecsInputs(
+        {partition: store.profiles(partition, group) for partition, group in members.items()},
+        {partition: store.recs_digests(partition, group) for partition, group in members.items()},
+        store.trending(trending),
+    )

@@ -10,7 +10,7 @@ from engine.errors import WatermarkConflict
 from engine.evaluation.base import Context
 from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
 from engine.sessionknn import SessionKNN, preset_for_engine
-from engine.state.base import PartitionSnapshot, UserProfile, keep_strongest
+from engine.state.base import PartitionSnapshot, RecsInputs, UserProfile, gather_recs_inputs, keep_strongest
 
 
 class MemoryStore:
@@ -149,8 +149,12 @@ class MemoryStore:
         digests = self._digests[partition]
         return {u: digests.get(u) for u in users}
 
-    def set_recs_digests(self, partition: int, digests: Mapping[str, str]) -> None:
-        self._digests[partition].update(digests)
+    def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
+        return gather_recs_inputs(self, users, trending)
+
+    def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:
+        for partition, rows in digests.items():
+            self._digests[partition].update(rows)
 
     def snapshot(self, partition: int) -> PartitionSnapshot:
         return self._parts[partition]

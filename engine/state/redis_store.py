@@ -33,7 +33,7 @@ from engine.evaluation.base import Context
 from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
 from engine.sessionknn import SessionKNN, preset_for_engine
 from engine.state import redis_sessions
-from engine.state.base import PartitionSnapshot, UserProfile, keep_strongest
+from engine.state.base import PartitionSnapshot, RecsInputs, UserProfile, keep_strongest
 from engine.state.redis_client import build_client
 
 T = TypeVar("T")
@@ -72,6 +72,28 @@ def _user_vector(reply: list[Any]) -> tuple[np.ndarray | None, str | None]:
     raw, version = reply
     vector = from_bytes(raw) if raw is not None else None
     return (vector, _text(version)) if vector is not None and version is not None else (None, None)
+
+
+PROFILE_REPLIES = 4  # pipeline replies per user queued by RedisStore._queue_profiles
+
+
+def _parse_profiles(replies: list[Any], users: list[str]) -> dict[str, UserProfile]:
+    out: dict[str, UserProfile] = {}
+    for i, user in enumerate(users):
+        at = PROFILE_REPLIES * i
+        session_id, session_ts = replies[at + 3]
+        out[user] = UserProfile(
+            [_text(x) for x in replies[at]],
+            {_text(x) for x in replies[at + 1]},
+            *_user_vector(replies[at + 2]),
+            _text(session_id) if session_id is not None else None,
+            float(session_ts) if session_ts is not None else None,
+        )
+    return out
+
+
+def _parse_digests(values: list[Any], users: list[str]) -> dict[str, str | None]:
+    return {u: _text(v) if v is not None else None for u, v in zip(users, values, strict=True)}
 
 
 class RedisStore:
@@ -213,15 +235,16 @@ class RedisStore:
                 f"partition {delta.partition}: watermark is {_text(result[1])}, expected {delta.expected_watermark}"
             )
 
-    def set_recs_digests(self, partition: int, digests: Mapping[str, str]) -> None:
-        if not digests:
+    def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:
+        if not any(digests.values()):
             return
-        base = self._base(partition)
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for user, digest in digests.items():
-                pipe.set(base + "rd:" + user, digest)
+            for partition, rows in digests.items():
+                base = self._base(partition)
+                for user, digest in rows.items():
+                    pipe.set(base + "rd:" + user, digest)
             pipe.execute()
 
         self._call(run, "digest write")
@@ -238,30 +261,47 @@ class RedisStore:
         return {p: int(v) if v is not None else -1 for p, v in enumerate(self._call(run, "watermarks"))}
 
     def profiles(self, partition: int, users: Iterable[str]) -> dict[str, UserProfile]:
-        base = self._base(partition)
         users = list(users)
 
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for user in users:
-                pipe.lrange(base + "h:" + user, 0, -1)
-                pipe.smembers(base + "b:" + user)
-                pipe.hmget(base + "uv:" + user, "v", "ver")
-                pipe.hmget(base + "s:" + user, "id", "ts")
+            self._queue_profiles(pipe, partition, users)
             return pipe.execute()
 
-        replies = self._call(run, "profiles")
-        out: dict[str, UserProfile] = {}
-        for i, user in enumerate(users):
-            session_id, session_ts = replies[4 * i + 3]
-            out[user] = UserProfile(
-                [_text(x) for x in replies[4 * i]],
-                {_text(x) for x in replies[4 * i + 1]},
-                *_user_vector(replies[4 * i + 2]),
-                _text(session_id) if session_id is not None else None,
-                float(session_ts) if session_ts is not None else None,
-            )
-        return out
+        return _parse_profiles(self._call(run, "profiles"), users)
+
+    def _queue_profiles(self, pipe: Any, partition: int, users: list[str]) -> None:
+        """Queue the reads :func:`_parse_profiles` turns into profiles (``PROFILE_REPLIES`` a user)."""
+        base = self._base(partition)
+        for user in users:
+            pipe.lrange(base + "h:" + user, 0, -1)
+            pipe.smembers(base + "b:" + user)
+            pipe.hmget(base + "uv:" + user, "v", "ver")
+            pipe.hmget(base + "s:" + user, "id", "ts")
+
+    def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
+        members = {partition: list(group) for partition, group in users.items()}
+        fetch = self._trending_fetch(trending)
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for partition, group in members.items():
+                self._queue_profiles(pipe, partition, group)
+                if group:
+                    pipe.mget([self._base(partition) + "rd:" + u for u in group])
+            self._queue_trending(pipe, fetch)
+            return pipe.execute()
+
+        replies = self._call(run, "recs read")
+        inputs = RecsInputs({}, {}, [])
+        pos = 0
+        for partition, group in members.items():
+            end = pos + PROFILE_REPLIES * len(group)
+            inputs.profiles[partition] = _parse_profiles(replies[pos:end], group)
+            inputs.digests[partition] = _parse_digests(replies[end], group) if group else {}
+            pos = end + (1 if group else 0)
+        inputs.trending = self._parse_trending(replies[pos:], trending)
+        return inputs
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
         items = list(dict.fromkeys(items))
@@ -287,18 +327,24 @@ class RedisStore:
         return out
 
     def trending(self, n: int) -> list[tuple[str, float]]:
-        fetch = n if self.partitions == 1 else 4 * n
-
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for p in range(self.partitions):
-                pipe.hget(self._base(p) + "meta", "popularity_epoch")
-                # Popularity is not trimmed, so reading it whole is unbounded: over-fetch instead.
-                # The merged top n is exact unless an item sits below every partition's top 4n.
-                pipe.zrevrange(self._base(p) + "pop", 0, fetch - 1, withscores=True)
+            self._queue_trending(pipe, self._trending_fetch(n))
             return pipe.execute()
 
-        replies = self._call(run, "trending")
+        return self._parse_trending(self._call(run, "trending"), n)
+
+    def _trending_fetch(self, n: int) -> int:
+        # Popularity is not trimmed, so reading it whole is unbounded: over-fetch instead.
+        # The merged top n is exact unless an item sits below every partition's top 4n.
+        return n if self.partitions == 1 else 4 * n
+
+    def _queue_trending(self, pipe: Any, fetch: int) -> None:
+        for p in range(self.partitions):
+            pipe.hget(self._base(p) + "meta", "popularity_epoch")
+            pipe.zrevrange(self._base(p) + "pop", 0, fetch - 1, withscores=True)
+
+    def _parse_trending(self, replies: list[Any], n: int) -> list[tuple[str, float]]:
         epochs = [float(replies[2 * p]) if replies[2 * p] else None for p in range(self.partitions)]
         known = [e for e in epochs if e is not None]
         if not known:
@@ -375,7 +421,7 @@ class RedisStore:
             return {}
         base = self._base(partition)
         values = self._call(lambda: self.client.mget([base + "rd:" + u for u in users]), "digest read")
-        return {u: _text(v) if v is not None else None for u, v in zip(users, values, strict=True)}
+        return _parse_digests(values, users)
 
     def snapshot(self, partition: int) -> PartitionSnapshot:
         """Read a whole partition with SCAN; for verify and tests, not for the hot path."""

@@ -19,7 +19,7 @@ from engine.events import Event, encode_event
 from engine.generator import generate_events
 from engine.logic import PartitionMeta, StateDelta, UserState, compute_delta
 from engine.pipeline import BatchProcessor, RawRecord
-from engine.state.base import PartitionSnapshot, StateStore, UserProfile
+from engine.state.base import PartitionSnapshot, RecsInputs, StateStore, UserProfile
 from engine.state.memory import MemoryStore
 from engine.state.redis_store import RedisSettings, RedisStore
 from engine.verify import compare_partition
@@ -180,11 +180,25 @@ class TestStateStoreContract:
         assert snap.seen == {"u1": {"e1": T0, "e2": T0 + 10}}
 
     def test_recs_digests(self, store: StateStore) -> None:
-        store.set_recs_digests(0, {"u1": "abc", "u3": "x"})
-        store.set_recs_digests(0, {})
-        store.set_recs_digests(0, {"u3": "y"})
+        store.set_recs_digests({0: {"u1": "abc", "u3": "x"}, 1: {"u1": "p1"}})
+        store.set_recs_digests({0: {}})
+        store.set_recs_digests({})
+        store.set_recs_digests({0: {"u3": "y"}})
         assert store.recs_digests(0, ["u1", "u2", "u3"]) == {"u1": "abc", "u2": None, "u3": "y"}
-        assert store.recs_digests(1, ["u1"]) == {"u1": None}
+        assert store.recs_digests(1, ["u1", "u3"]) == {"u1": "p1", "u3": None}
+
+    def test_recs_inputs_equal_the_single_reads(self, store: StateStore) -> None:
+        assert store.recs_inputs({}, 5) == RecsInputs({}, {}, [])
+        apply_events(store, 0, [ev("e1", "a", ts=T0), ev("e2", "b", "purchase", ts=T0 + 10)])
+        apply_events(store, 1, [ev("e3", "c", user="u2", ts=T0 + 20), ev("e4", "a", user="u2", ts=T0 + 30)])
+        store.set_recs_digests({0: {"u1": "d1"}, 1: {"u2": "d2"}})
+        users = {0: ["u1", "nobody"], 1: ["u2"]}
+        inputs = store.recs_inputs(users, 2)
+        assert inputs.profiles == {p: store.profiles(p, group) for p, group in users.items()}
+        assert inputs.profiles[0]["u1"].purchased == {"b"} and inputs.profiles[1]["u2"].history == ["a", "c"]
+        assert inputs.digests == {0: {"u1": "d1", "nobody": None}, 1: {"u2": "d2"}}
+        assert inputs.trending == store.trending(2) and len(inputs.trending) == 2
+        assert store.recs_inputs({1: []}, 1) == RecsInputs({1: {}}, {1: {}}, store.trending(1))
 
     def test_counters_accumulate(self, store: StateStore) -> None:
         delta = apply_events(store, 0, [ev("e1", "a"), ev("e1", "a"), ev("e2", "b")])

@@ -160,7 +160,7 @@ def test_pipeline_on_the_cluster_matches_the_oracle(store: RedisStore) -> None:
 
 
 def test_digests_and_conflicts_on_the_cluster(store: RedisStore) -> None:
-    store.set_recs_digests(5, {"u5": "abc", "u13": "def"})
+    store.set_recs_digests({5: {"u5": "abc", "u13": "def"}})
     assert store.recs_digests(5, ["u5", "u13", "u21"]) == {"u5": "abc", "u13": "def", "u21": None}
     events = generate_events(20, n_users=1, n_items=10, seed=2)
     meta, users = store.load(2, {events[0].user_id: [e.event_id for e in events]})

@@ -59,7 +59,7 @@ def test_every_key_of_a_partition_carries_its_hash_tag(store: RedisStore) -> Non
     ]
     records = [RawRecord(1, offset, encode_event(e)) for offset, e in enumerate(events)]
     BatchProcessor(store, SETTINGS).process(1, records)
-    store.set_recs_digests(1, {"u1": "d"})
+    store.set_recs_digests({1: {"u1": "d"}})
     keys = sorted(k.decode() for k in store.client.keys("*"))
     # One Redis Cluster slot per partition: the atomic batch write never spans slots.
     assert all(k.startswith("t:{1}:") for k in keys), keys

@@ -14,7 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.settings import Settings, load_settings
@@ -44,6 +44,8 @@ class BenchStack:
     redis_url: str
     partitions: int
     started_here: bool
+    # The embedded stack's processes (broker, redis) when this run started them, for CPU figures.
+    pids: dict[str, int] = field(default_factory=dict)
 
 
 @contextmanager
@@ -66,7 +68,13 @@ def bench_stack(use_existing: bool, partitions: int) -> Iterator[BenchStack]:
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     try:
         info = start_stack(workdir, partitions=partitions)
-        yield BenchStack(info.kafka_bootstrap, info.redis_url, partitions, started_here=True)
+        yield BenchStack(
+            info.kafka_bootstrap,
+            info.redis_url,
+            partitions,
+            started_here=True,
+            pids={"broker": info.broker_pid, "redis": info.redis_pid},
+        )
     finally:
         stop_stack(workdir)
 
@@ -167,6 +175,16 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     pos = (len(ordered) - 1) * q / 100.0
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc (None where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # after the command name: state is field 3 of stat(5), utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_count() -> int:

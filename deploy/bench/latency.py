@@ -14,14 +14,16 @@ no sample. Purchase probes buy the top item of a user's latest recs list.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, TIMESTAMP_CREATE_TIME, Consumer, TopicPartition
 
 from consumers.offsets import group_lag
 from deploy.bench.common import (
@@ -30,6 +32,7 @@ from deploy.bench.common import (
     drop_keys,
     event_chunks,
     percentile,
+    process_cpu_s,
     produce_events,
     run_settings,
 )
@@ -71,7 +74,8 @@ class RecsReader(threading.Thread):
         self.consumer.assign(
             [TopicPartition(kafka.recs_topic, p, OFFSET_END) for p in range(kafka.partitions)]
         )
-        self.records: list[tuple[float, str, int, int, list[str]]] = []
+        # (arrival, user, partition, source offset, items, the record's create time from the worker)
+        self.records: list[tuple[float, str, int, int, list[str], float]] = []
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -87,7 +91,11 @@ class RecsReader(threading.Thread):
                     now = time.time()
                     rec = orjson.loads(msg.value())
                     src = rec["source"]
-                    self.records.append((now, rec["user_id"], src["partition"], src["offset"], rec["items"]))
+                    kind, stamp_ms = msg.timestamp()
+                    created = stamp_ms / 1000.0 if kind == TIMESTAMP_CREATE_TIME else now
+                    self.records.append(
+                        (now, rec["user_id"], src["partition"], src["offset"], rec["items"], created)
+                    )
         finally:
             self.consumer.close()
 
@@ -136,7 +144,7 @@ def _phase(
         value, probe_item = encode_event(event), None
         if i % probe_every == probe_every - 1:
             # Buy the top item of a user's latest list (a list that arrived during this phase).
-            for _, user, _, _, items in reversed(reader.records[start_records:]):
+            for _, user, _, _, items, _ in reversed(reader.records[start_records:]):
                 if items:
                     probe_item = items[0]
                     probe_no += 1
@@ -165,20 +173,32 @@ def _phase(
     return {"produced": produced, "probes": probes, "offered_s": offered_s}
 
 
+@dataclass
+class Samples:
+    """One phase's latencies in ms; each event->recs sample is also split at the moment the worker
+    produced the recs record (its Kafka create time; one clock, as all runs on this machine)."""
+
+    event_to_recs: list[float] = field(default_factory=list)
+    event_to_worker_produce: list[float] = field(default_factory=list)
+    recs_topic_hop: list[float] = field(default_factory=list)
+    suppression: list[float] = field(default_factory=list)
+    missed: int = 0  # probes never suppressed
+
+
 def _latencies(
     produced: dict[tuple[int, int], tuple[float, str]],
     probes: dict[tuple[int, int], tuple[float, str, str]],
-    records: list[tuple[float, str, int, int, list[str]]],
-) -> tuple[list[float], list[float], int]:
-    """Event->recs samples (ms), purchase->suppression samples (ms), probes never suppressed."""
+    records: list[tuple[float, str, int, int, list[str], float]],
+) -> Samples:
+    """The event->recs and purchase->suppression samples of one phase."""
     by_user: dict[tuple[int, str], list[tuple[int, float]]] = defaultdict(list)
     for (partition, offset), (sent, user) in produced.items():
         by_user[(partition, user)].append((offset, sent))
     for rows in by_user.values():
         rows.sort()
     used: set[tuple[int, int]] = set()
-    samples: list[float] = []
-    for arrived, user, partition, source_offset, _items in records:
+    out = Samples()
+    for arrived, user, partition, source_offset, _items, created in records:
         rows = by_user.get((partition, user))
         if not rows:
             continue
@@ -189,23 +209,33 @@ def _latencies(
             latest = (offset, sent)
         if latest is not None and (partition, latest[0]) not in used:
             used.add((partition, latest[0]))
-            samples.append(1000.0 * (arrived - latest[1]))
-    suppression: list[float] = []
-    missed = 0
+            out.event_to_recs.append(1000.0 * (arrived - latest[1]))
+            out.event_to_worker_produce.append(1000.0 * (created - latest[1]))
+            out.recs_topic_hop.append(1000.0 * (arrived - created))
     for (partition, offset), (sent, user, item) in probes.items():
         hit = next(
             (
                 arrived
-                for arrived, u, p, src, items in records
+                for arrived, u, p, src, items, _created in records
                 if u == user and p == partition and src >= offset and item not in items
             ),
             None,
         )
         if hit is None:
-            missed += 1
+            out.missed += 1
         else:
-            suppression.append(1000.0 * (hit - sent))
-    return samples, suppression, missed
+            out.suppression.append(1000.0 * (hit - sent))
+    return out
+
+
+def _cpu_shares(pids: dict[str, int], before: dict[str, float | None], seconds: float) -> dict[str, float]:
+    """Each process's CPU use over a phase, in % of one core."""
+    shares: dict[str, float] = {}
+    for name, pid in pids.items():
+        now, then = process_cpu_s(pid), before.get(name)
+        if now is not None and then is not None and seconds > 0:
+            shares[name] = round(100.0 * (now - then) / seconds, 1)
+    return shares
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -250,16 +280,29 @@ def run_latency(
             n = int(rate * duration_s)
             events, pending = pending[:n], pending[n:]
             before = len(reader.records)
+            pids = {**stack.pids, "worker": worker.pid or 0, "bench": os.getpid()}
+            cpu_before, clock = {name: process_cpu_s(pid) for name, pid in pids.items()}, time.monotonic()
             run = _phase(settings.kafka, reader, events, rate, seed * 1000 + phase_no)
+            cpu = _cpu_shares(pids, cpu_before, time.monotonic() - clock)
             backlog = _wait_caught_up(settings.kafka, worker, timeout_s=30.0 + 2 * duration_s)
             time.sleep(1.0)  # the last recs records are on their way
-            samples, suppression, missed = _latencies(run["produced"], run["probes"], reader.records[before:])
+            got = _latencies(run["produced"], run["probes"], reader.records[before:])
             phases[str(int(rate))] = {
                 "offered_rate": rate,
                 "achieved_produce_rate": n / max(run["offered_s"], 1e-9),
                 "events": n,
-                **_summary(samples),
-                "suppression": {**_summary(suppression), "probes": len(run["probes"]), "missed": missed},
+                **_summary(got.event_to_recs),
+                # where the time goes: until the worker produced the recs record, then the recs
+                # topic's hop to a reader (a second trip through the broker)
+                "to_worker_produce": _summary(got.event_to_worker_produce),
+                "recs_topic_hop": _summary(got.recs_topic_hop),
+                # CPU while offering the rate, % of one core (broker and Redis when started here)
+                "cpu_pct": cpu,
+                "suppression": {
+                    **_summary(got.suppression),
+                    "probes": len(run["probes"]),
+                    "missed": got.missed,
+                },
                 # Events not applied when measuring stopped: the worker could not sustain this rate,
                 # its samples cover only what it did apply, and later (higher) rates are skipped.
                 "kept_up": backlog == 0,

@@ -7,16 +7,18 @@ the exact index, and that purchased items disappear from the buyer's recommendat
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from deploy.bench.ann import clustered_vectors, recall_at_k, run_ann
-from deploy.bench.common import BenchStack, percentile, produce_events, run_settings
-from deploy.bench.latency import _latencies
+from deploy.bench.common import BenchStack, percentile, process_cpu_s, produce_events, run_settings
+from deploy.bench.latency import _cpu_shares, _latencies
 from deploy.bench.train import run_train
 from deploy.stack import StackInfo
 
@@ -52,23 +54,35 @@ def test_latency_matching_uses_the_users_latest_event_at_or_below_the_source_off
     }
     probes = {(0, 11): (100.5, "u2", "i9")}
     records = [
-        (101.2, "u1", 0, 12, ["i1"]),  # -> event (0, 12): 200 ms
-        (101.3, "u1", 0, 12, ["i2"]),  # same event again: not a second sample
-        (100.9, "u2", 0, 11, ["i9"]),  # -> event (0, 11): 400 ms; still holds the bought item
-        (101.5, "u2", 0, 13, ["i3"]),  # no new event: no sample; the probe is suppressed: 1000 ms
-        (103.0, "u3", 1, 4, ["i4"]),  # source offset below u3's only event: no sample
+        (101.2, "u1", 0, 12, ["i1"], 101.15),  # -> event (0, 12): 200 ms, 150 of them to the worker's produce
+        (101.3, "u1", 0, 12, ["i2"], 101.25),  # same event again: not a second sample
+        (100.9, "u2", 0, 11, ["i9"], 100.8),  # -> event (0, 11): 400 ms; still holds the bought item
+        (101.5, "u2", 0, 13, ["i3"], 101.4),  # no new event: no sample; the probe is suppressed: 1000 ms
+        (103.0, "u3", 1, 4, ["i4"], 102.9),  # source offset below u3's only event: no sample
     ]
-    samples, suppression, missed = _latencies(produced, probes, records)
-    assert sorted(round(s) for s in samples) == [200, 400]
-    assert [round(s) for s in suppression] == [1000]
-    assert missed == 0
+    got = _latencies(produced, probes, records)
+    assert sorted(round(s) for s in got.event_to_recs) == [200, 400]
+    assert sorted(round(s) for s in got.event_to_worker_produce) == [150, 300]
+    assert sorted(round(s) for s in got.recs_topic_hop) == [50, 100]
+    assert [round(s) for s in got.suppression] == [1000]
+    assert got.missed == 0
+
+
+def test_cpu_shares_of_a_phase() -> None:
+    pid = os.getpid()
+    before = {"me": process_cpu_s(pid), "gone": None}
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    shares = _cpu_shares({"me": pid, "gone": 2**22 + 1}, before, 0.05)
+    assert set(shares) == {"me"} and shares["me"] > 50.0
 
 
 def test_latency_counts_a_probe_never_suppressed() -> None:
     produced = {(0, 1): (10.0, "u")}
     probes = {(0, 1): (10.0, "u", "i")}
-    _, suppression, missed = _latencies(produced, probes, [(10.1, "u", 0, 1, ["i", "j"])])
-    assert suppression == [] and missed == 1
+    got = _latencies(produced, probes, [(10.1, "u", 0, 1, ["i", "j"], 10.05)])
+    assert got.suppression == [] and got.missed == 1
 
 
 # -- ann and train (no stack) -------------------------------------------------------------------
@@ -178,3 +192,8 @@ def test_latency_bench_measures_recs_and_suppression(stack: StackInfo, redis_url
     # A bought item must leave the buyer's list: every probe is suppressed.
     assert probes["probes"] > 0 and probes["missed"] == 0 and probes["samples"] == probes["probes"]
     assert result["p99_ms"] == phase["p99_ms"]
+    # the split at the worker's produce: both parts counted for every sample, and they add up
+    to_worker, hop = phase["to_worker_produce"], phase["recs_topic_hop"]
+    assert to_worker["samples"] == hop["samples"] == phase["samples"]
+    assert 0 < to_worker["p50_ms"] <= phase["max_ms"] and hop["max_ms"] <= phase["max_ms"]
+    assert phase["cpu_pct"]["worker"] > 0 and "bench" in phase["cpu_pct"]

@@ -5,7 +5,8 @@ Per poll, the commit order is (see DESIGN.md, Guarantees):
 1. consume a batch and split it by partition;
 2. decode; invalid records are produced to the DLQ and flushed *before* the state write, because
    once the watermark passes a record it is never looked at again;
-3. one atomic Redis write per partition: the state delta and the partition's new watermark;
+3. one atomic Redis write per partition: the state delta and the partition's new watermark (the
+   poll's partitions read their prior state in one round trip and send their writes in another);
 4. recompute recommendations for the touched users of every partition of the poll (one scoring
    pass, shared reads; the session model from the in-memory replica when this worker owns every
    partition) and produce the changed ones;
@@ -440,9 +441,10 @@ class Worker:
     ) -> None:
         topic = self.kafka.events_topic
 
-        def dead_letter(outcome: BatchOutcome) -> None:
-            if outcome.dead_letters:
-                for record, reason in outcome.dead_letters:
+        def dead_letter(outcomes: list[BatchOutcome]) -> None:
+            letters = [letter for outcome in outcomes for letter in outcome.dead_letters]
+            if letters:
+                for record, reason in letters:
                     dlq.dead_letter(topic, record, reason)
                 flush(producer)
                 dlq.check()
@@ -454,17 +456,18 @@ class Worker:
         done: list[TopicPartition] = []
         written: list[BatchOutcome] = []
         pending_digests: dict[int, dict[str, str]] = {}
-        for partition, records in batches.items():
-            self.stats.consumed += len(records)
-            try:
-                outcome = self.processor.process(partition, records, before_apply=dead_letter)
-            except WatermarkConflict as exc:
+        self.stats.consumed += sum(len(records) for records in batches.values())
+        # One state read and one write call for the poll's partitions (each write atomic with its
+        # partition's watermark).
+        results = self.processor.process_many(batches, before_apply=dead_letter)
+        self._fault_at("state_written")
+        for outcome in results:
+            if isinstance(outcome, WatermarkConflict):
                 # Another worker owns this partition now; leave its offsets alone.
                 self.stats.conflicts += 1
-                log.warning("skipping batch: %s", exc)
+                log.warning("skipping batch: %s", outcome)
                 self._replica_due = True
                 continue
-            self._fault_at("state_written")
             if replica is not None:
                 for sid, item, ts in outcome.touches:
                     replica.touch(sid, item, ts)
@@ -474,13 +477,13 @@ class Worker:
             if outcome.already_applied:
                 log.info(
                     "partition %s: skipped %d re-delivered records at or below the watermark",
-                    partition,
+                    outcome.partition,
                     outcome.already_applied,
                 )
             self.stats.dead_lettered += len(outcome.dead_letters)
             self._extend_space(outcome.events)
             written.append(outcome)
-            done.append(TopicPartition(topic, partition, outcome.last_offset + 1))
+            done.append(TopicPartition(topic, outcome.partition, outcome.last_offset + 1))
         touched = {o.partition: o.touched_users for o in written if o.touched_users}
         if self.settings.publish_recs and touched:
             # One scoring pass for the whole poll: the partitions share one read round trip.

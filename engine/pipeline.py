@@ -6,14 +6,14 @@ disagree on what a record does. No Kafka here: callers pass plain :class:`RawRec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace
-from engine.errors import InvalidEvent
+from engine.errors import InvalidEvent, WatermarkConflict
 from engine.events import Event, decode_event
-from engine.logic import compute_delta
+from engine.logic import StateDelta, compute_delta
 from engine.state.base import StateStore
 
 
@@ -77,38 +77,72 @@ class BatchProcessor:
         :class:`~engine.errors.WatermarkConflict` when another writer moved the watermark meanwhile
         (this worker lost the partition); nothing was written then.
         """
-        if not records:
-            raise ValueError("empty batch")
-        last_offset = max(r.offset for r in records)
-        events, dead = decode_batch(records)
-        wanted: dict[str, list[str]] = {}
-        for _, event in events:
-            wanted.setdefault(event.user_id, []).append(event.event_id)
-        meta, users = self.store.load(partition, wanted)
-        touched = list(wanted)
-        if last_offset <= meta.watermark:
-            return BatchOutcome(partition, last_offset, already_applied=len(records), touched_users=touched)
-        outcome = BatchOutcome(
-            partition,
-            last_offset,
-            already_applied=sum(1 for r in records if r.offset <= meta.watermark),
-            dead_letters=[(r, reason) for r, reason in dead if r.offset > meta.watermark],
-            touched_users=touched,
-            events=[(o, e) for o, e in events if o > meta.watermark],
-        )
-        delta = compute_delta(
-            partition,
-            outcome.events,
-            users,
-            meta,
-            self.settings,
-            len(outcome.dead_letters),
-            last_offset,
-            self.space,
-        )
-        outcome.applied, outcome.duplicates = delta.applied, delta.duplicates
-        if before_apply is not None:
-            before_apply(outcome)
-        self.store.apply(delta)
-        outcome.touches = delta.touches
-        return outcome
+        hook = None if before_apply is None else (lambda outcomes: before_apply(outcomes[0]))
+        result = self.process_many({partition: records}, hook)[0]
+        if isinstance(result, WatermarkConflict):
+            raise result
+        return result
+
+    def process_many(
+        self,
+        batches: Mapping[int, Sequence[RawRecord]],
+        before_apply: Callable[[list[BatchOutcome]], None] | None = None,
+    ) -> list[BatchOutcome | WatermarkConflict]:
+        """:meth:`process` for several partitions' batches with one state read and one write call
+        for all of them (each partition's write still atomic with its own watermark).
+
+        Returns, in the order of ``batches``, each partition's outcome, or its conflict when another
+        writer moved that partition's watermark (nothing of that partition was written).
+        ``before_apply`` gets the outcomes that are about to be written, once.
+        """
+        plans: dict[
+            int, tuple[int, list[tuple[int, Event]], list[tuple[RawRecord, str]], dict[str, list[str]]]
+        ] = {}
+        for partition, records in batches.items():
+            if not records:
+                raise ValueError("empty batch")
+            events, dead = decode_batch(records)
+            wanted: dict[str, list[str]] = {}
+            for _, event in events:
+                wanted.setdefault(event.user_id, []).append(event.event_id)
+            plans[partition] = (max(r.offset for r in records), events, dead, wanted)
+        loaded = self.store.load_many({partition: plan[3] for partition, plan in plans.items()})
+        results: dict[int, BatchOutcome | WatermarkConflict] = {}
+        writes: list[tuple[BatchOutcome, StateDelta]] = []
+        for partition, (last_offset, events, dead, wanted) in plans.items():
+            meta, users = loaded[partition]
+            records = batches[partition]
+            touched = list(wanted)
+            if last_offset <= meta.watermark:
+                results[partition] = BatchOutcome(
+                    partition, last_offset, already_applied=len(records), touched_users=touched
+                )
+                continue
+            outcome = BatchOutcome(
+                partition,
+                last_offset,
+                already_applied=sum(1 for r in records if r.offset <= meta.watermark),
+                dead_letters=[(r, reason) for r, reason in dead if r.offset > meta.watermark],
+                touched_users=touched,
+                events=[(o, e) for o, e in events if o > meta.watermark],
+            )
+            delta = compute_delta(
+                partition,
+                outcome.events,
+                users,
+                meta,
+                self.settings,
+                len(outcome.dead_letters),
+                last_offset,
+                self.space,
+            )
+            outcome.applied, outcome.duplicates = delta.applied, delta.duplicates
+            writes.append((outcome, delta))
+        if writes:
+            if before_apply is not None:
+                before_apply([outcome for outcome, _ in writes])
+            conflicts = self.store.apply_many([delta for _, delta in writes])
+            for (outcome, delta), conflict in zip(writes, conflicts, strict=True):
+                outcome.touches = delta.touches
+                results[outcome.partition] = conflict if conflict is not None else outcome
+        return [results[partition] for partition in batches]

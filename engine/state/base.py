@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from engine.errors import WatermarkConflict
 from engine.evaluation.base import Context
 from engine.logic import PartitionMeta, StateDelta, UserState
 from engine.sessionknn import SessionKNN
@@ -73,6 +74,17 @@ class StateStore(Protocol):
         """Apply atomically, with the watermark; raise WatermarkConflict if it moved meanwhile."""
         ...
 
+    def load_many(
+        self, wanted: Mapping[int, Mapping[str, Iterable[str]]]
+    ) -> dict[int, tuple[PartitionMeta, dict[str, UserState]]]:
+        """:meth:`load` for several partitions at once (one round trip for the Redis store)."""
+        ...
+
+    def apply_many(self, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:
+        """:meth:`apply` each delta (each atomically, with its own watermark; together in one round
+        trip for the Redis store); a delta whose watermark moved gets its conflict, not a raise."""
+        ...
+
     def watermarks(self) -> dict[int, int]: ...
 
     def profiles(self, partition: int, users: Iterable[str]) -> dict[str, UserProfile]: ...
@@ -132,3 +144,22 @@ def gather_recs_inputs(store: StateStore, users: Mapping[int, Iterable[str]], tr
         {partition: store.recs_digests(partition, group) for partition, group in members.items()},
         store.trending(trending),
     )
+
+
+def load_each(
+    store: StateStore, wanted: Mapping[int, Mapping[str, Iterable[str]]]
+) -> dict[int, tuple[PartitionMeta, dict[str, UserState]]]:
+    """:meth:`StateStore.load_many` from single loads, for stores without round trips."""
+    return {partition: store.load(partition, users) for partition, users in wanted.items()}
+
+
+def apply_each(store: StateStore, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:
+    """:meth:`StateStore.apply_many` from single applies, for stores without round trips."""
+    conflicts: list[WatermarkConflict | None] = []
+    for delta in deltas:
+        try:
+            store.apply(delta)
+            conflicts.append(None)
+        except WatermarkConflict as exc:
+            conflicts.append(exc)
+    return conflicts

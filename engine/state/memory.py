@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from engine.config import EngineSettings
 from engine.errors import WatermarkConflict
 from engine.evaluation.base import Context
 from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
 from engine.sessionknn import SessionKNN, preset_for_engine
-from engine.state.base import PartitionSnapshot, RecsInputs, UserProfile, gather_recs_inputs, keep_strongest
+from engine.state.base import (
+    PartitionSnapshot,
+    RecsInputs,
+    UserProfile,
+    apply_each,
+    gather_recs_inputs,
+    keep_strongest,
+    load_each,
+)
 
 
 class MemoryStore:
@@ -148,6 +156,14 @@ class MemoryStore:
     def recs_digests(self, partition: int, users: Iterable[str]) -> dict[str, str | None]:
         digests = self._digests[partition]
         return {u: digests.get(u) for u in users}
+
+    def load_many(
+        self, wanted: Mapping[int, Mapping[str, Iterable[str]]]
+    ) -> dict[int, tuple[PartitionMeta, dict[str, UserState]]]:
+        return load_each(self, wanted)
+
+    def apply_many(self, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:
+        return apply_each(self, deltas)
 
     def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
         return gather_recs_inputs(self, users, trending)

@@ -17,7 +17,7 @@ touches into one Redis Cluster slot, so the atomic write never spans slots::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -92,6 +92,43 @@ def _parse_profiles(replies: list[Any], users: list[str]) -> dict[str, UserProfi
     return out
 
 
+def _parse_load(
+    replies: Iterator[Any], plan: list[tuple[str, list[str]]]
+) -> tuple[PartitionMeta, dict[str, UserState]]:
+    """One partition's part of :meth:`RedisStore.load_many`'s replies (consumed from ``replies``)."""
+    watermark, epoch = next(replies)
+    meta = PartitionMeta(int(watermark) if watermark is not None else -1, float(epoch) if epoch else None)
+    out: dict[str, UserState] = {}
+    for user, event_ids in plan:
+        history = [_text(x) for x in next(replies)]
+        session_id, session_ts = next(replies)
+        vector, version = _user_vector(next(replies))
+        seen: set[str] = set()
+        if event_ids:
+            scores = next(replies)
+            seen = {eid for eid, score in zip(event_ids, scores, strict=True) if score is not None}
+        out[user] = UserState(
+            history,
+            seen,
+            _text(session_id) if session_id is not None else None,
+            float(session_ts) if session_ts is not None else None,
+            vector,
+            version,
+        )
+    return meta, out
+
+
+def _conflict(delta: StateDelta, result: Any) -> WatermarkConflict | None:
+    """The batch script's reply: 1 when applied, else the watermark it found."""
+    # A retried call whose first attempt did write (only the reply was lost) finds the watermark
+    # already at this batch's end: the same records were applied, so that is a success.
+    if result == 1 or _text(result[1]) == str(delta.last_offset):
+        return None
+    return WatermarkConflict(
+        f"partition {delta.partition}: watermark is {_text(result[1])}, expected {delta.expected_watermark}"
+    )
+
+
 def _parse_digests(values: list[Any], users: list[str]) -> dict[str, str | None]:
     return {u: _text(v) if v is not None else None for u, v in zip(users, values, strict=True)}
 
@@ -145,44 +182,31 @@ class RedisStore:
     def load(
         self, partition: int, wanted: Mapping[str, Iterable[str]]
     ) -> tuple[PartitionMeta, dict[str, UserState]]:
-        base = self._base(partition)
-        users = list(wanted)
-        ids = [list(wanted[u]) for u in users]
+        return self.load_many({partition: wanted})[partition]
+
+    def load_many(
+        self, wanted: Mapping[int, Mapping[str, Iterable[str]]]
+    ) -> dict[int, tuple[PartitionMeta, dict[str, UserState]]]:
+        plans = {
+            partition: [(user, list(ids)) for user, ids in users.items()]
+            for partition, users in wanted.items()
+        }
 
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(base + "meta", "watermark", "popularity_epoch")
-            for user, event_ids in zip(users, ids, strict=True):
-                pipe.lrange(base + "h:" + user, 0, -1)
-                pipe.hmget(base + "s:" + user, "id", "ts")
-                pipe.hmget(base + "uv:" + user, "v", "ver")
-                if event_ids:
-                    pipe.zmscore(base + "seen:" + user, event_ids)
+            for partition, plan in plans.items():
+                base = self._base(partition)
+                pipe.hmget(base + "meta", "watermark", "popularity_epoch")
+                for user, event_ids in plan:
+                    pipe.lrange(base + "h:" + user, 0, -1)
+                    pipe.hmget(base + "s:" + user, "id", "ts")
+                    pipe.hmget(base + "uv:" + user, "v", "ver")
+                    if event_ids:
+                        pipe.zmscore(base + "seen:" + user, event_ids)
             return pipe.execute()
 
-        replies = self._call(run, "load")
-        watermark, epoch = replies[0]
-        meta = PartitionMeta(int(watermark) if watermark is not None else -1, float(epoch) if epoch else None)
-        out: dict[str, UserState] = {}
-        pos = 1
-        for user, event_ids in zip(users, ids, strict=True):
-            history = [_text(x) for x in replies[pos]]
-            session_id, session_ts = replies[pos + 1]
-            vector, version = _user_vector(replies[pos + 2])
-            pos += 3
-            seen: set[str] = set()
-            if event_ids:
-                seen = {eid for eid, score in zip(event_ids, replies[pos], strict=True) if score is not None}
-                pos += 1
-            out[user] = UserState(
-                history,
-                seen,
-                _text(session_id) if session_id is not None else None,
-                float(session_ts) if session_ts is not None else None,
-                vector,
-                version,
-            )
-        return meta, out
+        replies = iter(self._call(run, "load"))
+        return {partition: _parse_load(replies, plan) for partition, plan in plans.items()}
 
     def _encode(self, delta: StateDelta) -> list[str | bytes]:
         e = self.engine
@@ -225,15 +249,32 @@ class RedisStore:
         return args
 
     def apply(self, delta: StateDelta) -> None:
-        args = self._encode(delta)
-        meta_key = self._base(delta.partition) + "meta"
-        result = self._call(lambda: self._apply_script(keys=[meta_key], args=args), "batch write")
-        # A retried call whose first attempt did write (only the reply was lost) finds the watermark
-        # already at this batch's end: the same records were applied, so that is a success.
-        if result != 1 and _text(result[1]) != str(delta.last_offset):
-            raise WatermarkConflict(
-                f"partition {delta.partition}: watermark is {_text(result[1])}, expected {delta.expected_watermark}"
-            )
+        conflict = self.apply_many([delta])[0]
+        if conflict is not None:
+            raise conflict
+
+    def apply_many(self, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:
+        calls = [([self._base(d.partition) + "meta"], self._encode(d)) for d in deltas]
+        if len(calls) == 1:  # the script object's own call: EVALSHA, loading the script if needed
+            keys, args = calls[0]
+            results = [self._call(lambda: self._apply_script(keys=keys, args=args), "batch write")]
+        else:
+
+            def run() -> list[Any]:
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.evalsha(self._apply_script.sha, len(keys), *keys, *args)
+                return pipe.execute(raise_on_error=False)
+
+            results = self._call(run, "batch write")
+        conflicts: list[WatermarkConflict | None] = []
+        for delta, (keys, args), result in zip(deltas, calls, results, strict=True):
+            if isinstance(result, redis.exceptions.NoScriptError):  # a Redis restarted since
+                result = self._call(lambda k=keys, a=args: self._apply_script(keys=k, args=a), "batch write")
+            elif isinstance(result, Exception):
+                raise StateStoreError(f"Redis batch write failed: {result}")
+            conflicts.append(_conflict(delta, result))
+        return conflicts
 
     def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:
         if not any(digests.values()):

@@ -217,6 +217,26 @@ class TestStateStoreContract:
         assert (snap.watermark, snap.applied, snap.duplicates, snap.invalid) == (8, 3, 2, 3)
         assert snap.popularity_epoch == T0
 
+    def test_many_partitions_in_one_call_read_and_write_like_one_at_a_time(self, store: StateStore) -> None:
+        apply_events(store, 0, [ev("e1", "a", ts=T0), ev("e2", "b", ts=T0 + 1)])
+        wanted = {0: {"u1": ["e2", "e5"], "u9": []}, 1: {"u2": ["e3"]}}
+        assert store.load_many(wanted) == {p: store.load(p, users) for p, users in wanted.items()}
+        assert store.load_many({}) == {}
+        loaded = store.load_many({0: {"u1": ["e3"]}, 1: {"u2": ["e4"]}})
+        fresh = compute_delta(
+            1, [(0, ev("e4", "c", user="u2", ts=T0 + 2))], loaded[1][1], loaded[1][0], SETTINGS
+        )
+        stale = compute_delta(  # written against partition 0 as it was before e1, e2
+            0, [(0, ev("e3", "d", ts=T0 + 3))], {"u1": UserState()}, PartitionMeta(-1, None), SETTINGS
+        )
+        before = frozen(store.snapshot(0))
+        conflicts = store.apply_many([stale, fresh])
+        assert isinstance(conflicts[0], WatermarkConflict) and conflicts[1] is None
+        assert comparable(store.snapshot(0)) == comparable(before)  # nothing of the stale one
+        assert store.watermarks() == {0: 1, 1: 0}
+        assert store.profiles(1, ["u2"])["u2"].history == ["c"]
+        assert store.apply_many([]) == []
+
     def test_stale_watermark_conflicts_and_writes_nothing(self, store: StateStore) -> None:
         first = apply_events(store, 0, [ev("e1", "a", ts=T0), ev("e2", "b", ts=T0 + 1)])
         before = frozen(store.snapshot(0))

@@ -182,3 +182,14 @@ def test_the_batch_script_is_package_data() -> None:
             for pattern in patterns:
                 shipped.update(p.resolve() for p in directory.glob(pattern))
     assert (ROOT / "engine" / "state" / "apply_batch.lua").resolve() in shipped
+
+
+@pytest.mark.stack
+def test_a_poll_of_several_partitions_writes_after_the_script_cache_was_flushed(store: RedisStore) -> None:
+    """The multi-partition write sends EVALSHA in one pipeline; a Redis that lost its scripts
+    (restarted, SCRIPT FLUSH) answers NOSCRIPT, and each such write is sent again with the script."""
+    batches = {p: [RawRecord(p, 0, encode_event(Event(f"e{p}", T0, f"u{p}", "a", "view")))] for p in (0, 1)}
+    store.client.script_flush()
+    outcomes = BatchProcessor(store, SETTINGS).process_many(batches)
+    assert [o.applied for o in outcomes] == [1, 1]  # type: ignore[union-attr]
+    assert store.watermarks() == {0: 0, 1: 0}

@@ -17,17 +17,16 @@ touches into one Redis Cluster slot, so the atomic write never spans slots::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
-import numpy as np
 import redis
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.config import EngineSettings
-from engine.embeddings import from_bytes, to_bytes
+from engine.embeddings import to_bytes
 from engine.errors import StateStoreError, WatermarkConflict
 from engine.evaluation.base import Context
 from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
@@ -35,6 +34,15 @@ from engine.sessionknn import SessionKNN, preset_for_engine
 from engine.state import redis_sessions
 from engine.state.base import PartitionSnapshot, RecsInputs, UserProfile, keep_strongest
 from engine.state.redis_client import build_client
+from engine.state.redis_replies import (
+    PROFILE_REPLIES,
+    conflict_of,
+    parse_digests,
+    parse_load,
+    parse_profiles,
+    text,
+    user_vector,
+)
 
 T = TypeVar("T")
 
@@ -62,75 +70,6 @@ def connect(settings: RedisSettings) -> redis.Redis:
 
 def _num(value: float) -> str:
     return repr(float(value))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _user_vector(reply: list[Any]) -> tuple[np.ndarray | None, str | None]:
-    raw, version = reply
-    vector = from_bytes(raw) if raw is not None else None
-    return (vector, _text(version)) if vector is not None and version is not None else (None, None)
-
-
-PROFILE_REPLIES = 4  # pipeline replies per user queued by RedisStore._queue_profiles
-
-
-def _parse_profiles(replies: list[Any], users: list[str]) -> dict[str, UserProfile]:
-    out: dict[str, UserProfile] = {}
-    for i, user in enumerate(users):
-        at = PROFILE_REPLIES * i
-        session_id, session_ts = replies[at + 3]
-        out[user] = UserProfile(
-            [_text(x) for x in replies[at]],
-            {_text(x) for x in replies[at + 1]},
-            *_user_vector(replies[at + 2]),
-            _text(session_id) if session_id is not None else None,
-            float(session_ts) if session_ts is not None else None,
-        )
-    return out
-
-
-def _parse_load(
-    replies: Iterator[Any], plan: list[tuple[str, list[str]]]
-) -> tuple[PartitionMeta, dict[str, UserState]]:
-    """One partition's part of :meth:`RedisStore.load_many`'s replies (consumed from ``replies``)."""
-    watermark, epoch = next(replies)
-    meta = PartitionMeta(int(watermark) if watermark is not None else -1, float(epoch) if epoch else None)
-    out: dict[str, UserState] = {}
-    for user, event_ids in plan:
-        history = [_text(x) for x in next(replies)]
-        session_id, session_ts = next(replies)
-        vector, version = _user_vector(next(replies))
-        seen: set[str] = set()
-        if event_ids:
-            scores = next(replies)
-            seen = {eid for eid, score in zip(event_ids, scores, strict=True) if score is not None}
-        out[user] = UserState(
-            history,
-            seen,
-            _text(session_id) if session_id is not None else None,
-            float(session_ts) if session_ts is not None else None,
-            vector,
-            version,
-        )
-    return meta, out
-
-
-def _conflict(delta: StateDelta, result: Any) -> WatermarkConflict | None:
-    """The batch script's reply: 1 when applied, else the watermark it found."""
-    # A retried call whose first attempt did write (only the reply was lost) finds the watermark
-    # already at this batch's end: the same records were applied, so that is a success.
-    if result == 1 or _text(result[1]) == str(delta.last_offset):
-        return None
-    return WatermarkConflict(
-        f"partition {delta.partition}: watermark is {_text(result[1])}, expected {delta.expected_watermark}"
-    )
-
-
-def _parse_digests(values: list[Any], users: list[str]) -> dict[str, str | None]:
-    return {u: _text(v) if v is not None else None for u, v in zip(users, values, strict=True)}
 
 
 class RedisStore:
@@ -206,7 +145,7 @@ class RedisStore:
             return pipe.execute()
 
         replies = iter(self._call(run, "load"))
-        return {partition: _parse_load(replies, plan) for partition, plan in plans.items()}
+        return {partition: parse_load(replies, plan) for partition, plan in plans.items()}
 
     def _encode(self, delta: StateDelta) -> list[str | bytes]:
         e = self.engine
@@ -273,7 +212,7 @@ class RedisStore:
                 result = self._call(lambda k=keys, a=args: self._apply_script(keys=k, args=a), "batch write")
             elif isinstance(result, Exception):
                 raise StateStoreError(f"Redis batch write failed: {result}")
-            conflicts.append(_conflict(delta, result))
+            conflicts.append(conflict_of(delta, result))
         return conflicts
 
     def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:
@@ -309,10 +248,10 @@ class RedisStore:
             self._queue_profiles(pipe, partition, users)
             return pipe.execute()
 
-        return _parse_profiles(self._call(run, "profiles"), users)
+        return parse_profiles(self._call(run, "profiles"), users)
 
     def _queue_profiles(self, pipe: Any, partition: int, users: list[str]) -> None:
-        """Queue the reads :func:`_parse_profiles` turns into profiles (``PROFILE_REPLIES`` a user)."""
+        """Queue the reads :func:`~engine.state.redis_replies.parse_profiles` turns into profiles (``PROFILE_REPLIES`` a user)."""
         base = self._base(partition)
         for user in users:
             pipe.lrange(base + "h:" + user, 0, -1)
@@ -338,8 +277,8 @@ class RedisStore:
         pos = 0
         for partition, group in members.items():
             end = pos + PROFILE_REPLIES * len(group)
-            inputs.profiles[partition] = _parse_profiles(replies[pos:end], group)
-            inputs.digests[partition] = _parse_digests(replies[end], group) if group else {}
+            inputs.profiles[partition] = parse_profiles(replies[pos:end], group)
+            inputs.digests[partition] = parse_digests(replies[end], group) if group else {}
             pos = end + (1 if group else 0)
         inputs.trending = self._parse_trending(replies[pos:], trending)
         return inputs
@@ -361,7 +300,7 @@ class RedisStore:
         out: dict[str, dict[str, float]] = {}
         per = self.partitions
         for i, item in enumerate(items):
-            rows = ({_text(k): float(v) for k, v in replies[i * per + p]} for p in range(per))
+            rows = ({text(k): float(v) for k, v in replies[i * per + p]} for p in range(per))
             merged = merge_weights(rows)
             keep_strongest(merged, n)
             out[item] = merged
@@ -396,7 +335,7 @@ class RedisStore:
             if epoch is None:
                 continue
             for item, score in replies[2 * p + 1]:
-                key = _text(item)
+                key = text(item)
                 value = decayed(float(score), epoch, now, self.engine.popularity_half_life_s)
                 totals[key] = totals.get(key, 0.0) + value
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
@@ -433,7 +372,7 @@ class RedisStore:
         def scan(pattern: str) -> list[str]:
             escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in pattern[:-1]) + "*"
             found = self._call(lambda: list(self.client.scan_iter(match=escaped, count=1000)), "scan")
-            return [_text(k) for k in found]
+            return [text(k) for k in found]
 
         return redis_sessions.whole_model(
             self._pipelined("session model read"), scan, bases, self.session_config
@@ -462,14 +401,14 @@ class RedisStore:
             return {}
         base = self._base(partition)
         values = self._call(lambda: self.client.mget([base + "rd:" + u for u in users]), "digest read")
-        return _parse_digests(values, users)
+        return parse_digests(values, users)
 
     def snapshot(self, partition: int) -> PartitionSnapshot:
         """Read a whole partition with SCAN; for verify and tests, not for the hot path."""
         base = self._base(partition)
         snap = PartitionSnapshot()
         meta = {
-            _text(k): _text(v)
+            text(k): text(v)
             for k, v in self._call(lambda: self.client.hgetall(base + "meta"), "meta").items()
         }
         snap.watermark = int(meta.get("watermark", -1))
@@ -478,33 +417,33 @@ class RedisStore:
         snap.invalid = int(meta.get("invalid", 0))
         snap.popularity_epoch = float(meta["popularity_epoch"]) if meta.get("popularity_epoch") else None
         keys = [
-            _text(k)
+            text(k)
             for k in self._call(lambda: list(self.client.scan_iter(match=base + "*", count=1000)), "scan")
         ]
         for key in keys:
             kind, _, name = key[len(base) :].partition(":")
             if kind == "h":
-                snap.history[name] = [_text(x) for x in self.client.lrange(key, 0, -1)]
+                snap.history[name] = [text(x) for x in self.client.lrange(key, 0, -1)]
             elif kind == "b":
-                snap.purchases[name] = {_text(x) for x in self.client.smembers(key)}
+                snap.purchases[name] = {text(x) for x in self.client.smembers(key)}
             elif kind == "seen":
                 snap.seen[name] = {
-                    _text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
+                    text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
                 }
             elif kind == "s":
                 raw = self.client.hgetall(key)
-                snap.sessions[name] = (_text(raw[b"id"]), float(raw[b"ts"]))
+                snap.sessions[name] = (text(raw[b"id"]), float(raw[b"ts"]))
             elif kind == "co":
                 snap.cooccurrence[name] = {
-                    _text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
+                    text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
                 }
             elif kind == "uv":
-                vector, version = _user_vector(self.client.hmget(key, "v", "ver"))
+                vector, version = user_vector(self.client.hmget(key, "v", "ver"))
                 if vector is not None and version is not None:
                     snap.user_vectors[name] = (vector, version)
             elif kind == "pop":
                 snap.popularity = {
-                    _text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
+                    text(k): float(v) for k, v in self.client.zrange(key, 0, -1, withscores=True)
                 }
         return snap
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from engine.config import EngineSettings
 from engine.state.base import UserProfile
 
@@ -63,5 +65,14 @@ def score_user(
     if settings.exclude_history:
         banned.update(profile.history)
     # best first, ties by item id; a heap, as there are often hundreds of candidates for k=20
-    ranked = heapq.nsmallest(k, ((-s, i) for i, s in scores.items() if i not in banned))
+    need = k + len(banned)
+    if len(scores) > 2 * need + 16:
+        # Only items scoring at least the need-th best can make the list: at most len(banned) of
+        # them are banned, so the k best allowed ones are among them, ties at the cut included.
+        values = np.fromiter(scores.values(), np.float64, len(scores))
+        cut = float(np.partition(values, len(values) - need)[len(values) - need])
+        pool = [(-s, i) for i, s in scores.items() if s >= cut and i not in banned]
+        ranked = heapq.nsmallest(k, pool)
+    else:
+        ranked = heapq.nsmallest(k, ((-s, i) for i, s in scores.items() if i not in banned))
     return [(item, -negated) for negated, item in ranked]

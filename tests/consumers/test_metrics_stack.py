@@ -43,7 +43,11 @@ def test_metrics_follow_a_real_worker(kafka_settings: KafkaSettings, redis_url: 
     # Caught up: every partition this worker owned reports zero lag.
     lags = [get("streamrec_consumer_lag", {"partition": str(p)}) for p in range(kafka_settings.partitions)]
     assert [lag for lag in lags if lag is not None] == [0.0] * kafka_settings.partitions
-    assert get("streamrec_redis_seconds_count", {"op": "apply"}) >= kafka_settings.partitions
+    # a poll's partitions share one state read, one write call and one recs read
+    writes = get("streamrec_redis_seconds_count", {"op": "apply_many"})
+    assert 1 <= writes <= worker.stats.batches
+    assert get("streamrec_redis_seconds_count", {"op": "load_many"}) == worker.stats.batches
+    assert 1 <= get("streamrec_redis_seconds_count", {"op": "recs_inputs"}) <= worker.stats.batches
     assert get("streamrec_index_info", {"model_version": "cooccurrence-v1", "index_version": "None"}) == 1
 
 
@@ -86,4 +90,4 @@ def test_run_worker_serves_metrics_on_the_configured_port(
     applied = [s.value for s in families["streamrec_events"].samples if s.labels.get("outcome") == "applied"]
     assert applied == [len(events)]
     ops = {s.labels.get("op") for s in families["streamrec_redis_seconds"].samples}
-    assert {"load", "apply", "watermarks"} <= ops
+    assert {"load_many", "apply_many", "recs_inputs", "set_recs_digests", "watermarks"} <= ops

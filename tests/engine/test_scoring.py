@@ -122,3 +122,24 @@ def test_docstring_example() -> None:
     neighbours = {"a": {"b": 4.0, "c": 9.0, "d": 2.0}}
     ranked = score_user(profile("a", purchased=("c",)), neighbours, [("z", 10.0)], S, 3)
     assert same(ranked, [("b", 4 / 9), ("d", 2 / 9), ("z", 0.05)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_k_of_many_candidates_equals_a_full_sort(seed: int) -> None:
+    """With hundreds of candidates only those at or above a cut are ranked; the cut must never
+    drop one of the k best allowed items, also when banned items crowd the top and many items tie
+    exactly at the cut."""
+    import random
+
+    rng = random.Random(seed)
+    levels = [rng.choice([1.0, 2.0, 3.0, 0.5]) if seed % 2 else rng.random() for _ in range(600)]
+    session = {f"i{n:03d}": value for n, value in enumerate(levels)}
+    best = sorted(session, key=lambda item: (-session[item], item))
+    bought = tuple(best[: 5 + seed])  # the very best are banned
+    user = profile(*best[40:43], purchased=bought)
+    for k in (1, 10, 20):
+        for settings in (S, S.model_copy(update={"exclude_history": False})):
+            got = score_user(user, {}, [], settings, k, session=session)
+            banned = set(bought) | (set(user.history) if settings.exclude_history else set())
+            expected = [(i, session[i]) for i in best if i not in banned][:k]
+            assert got == expected

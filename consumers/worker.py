@@ -54,7 +54,7 @@ log = logging.getLogger("streamrec.worker")
 #: The points between the commit steps where a test may crash a worker, in the order they are reached.
 FAULT_STEPS = (
     "dlq_flushed",  # dead letters flushed, state not written
-    "state_written",  # one partition's delta + watermark written, its recs not computed
+    "state_written",  # the poll's deltas + watermarks written (or skipped), its recs not computed
     "recs_produced",  # recs queued, producer not flushed
     "recs_flushed",  # recs delivered, their digests not stored
     "digests_written",  # digests stored, offsets not committed
@@ -456,10 +456,10 @@ class Worker:
         done: list[TopicPartition] = []
         written: list[BatchOutcome] = []
         pending_digests: dict[int, dict[str, str]] = {}
-        self.stats.consumed += sum(len(records) for records in batches.values())
         # One state read and one write call for the poll's partitions (each write atomic with its
         # partition's watermark).
         results = self.processor.process_many(batches, before_apply=dead_letter)
+        self.stats.consumed += sum(len(records) for records in batches.values())  # once, not per retry
         self._fault_at("state_written")
         for outcome in results:
             if isinstance(outcome, WatermarkConflict):

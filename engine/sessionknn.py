@@ -50,7 +50,6 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import compress, repeat
 from operator import itemgetter
-from sys import intern
 from typing import Any
 
 import numpy as np
@@ -129,6 +128,7 @@ class SessionKNN:
         # session -> its items' numbers as packed int32, built when it is first a neighbour and
         # dropped when the session changes: old sessions are compared again and again.
         self._codes: dict[str, bytes] = {}
+        self._sids: dict[str, str] = {}  # each session id's one string object (see touch)
 
     # --- learning --------------------------------------------------------------------------------
 
@@ -146,8 +146,10 @@ class SessionKNN:
         The Redis backend (``apply_batch.lua``, op ``Q``) implements the same steps.
         """
         # One string object per id: every event decodes its own copies, and a long-lived model
-        # would otherwise keep one per (item, session) pair.
-        sid, item = intern(sid), intern(item)
+        # would otherwise keep one per (item, session) pair. (Not sys.intern: some CPython 3.12
+        # releases never free interned strings, and session ids come and go.)
+        sid = self._sids.setdefault(sid, sid)
+        item = self.rules.names[self.rules.number(item)]
         c = self.config
         seq = self.sessions.get(sid)
         if seq is None:
@@ -200,6 +202,7 @@ class SessionKNN:
         self.session_ts.pop(sid, None)
         self.distinct.pop(sid, None)
         self._codes.pop(sid, None)
+        self._sids.pop(sid, None)
         for item in set(items):
             index = self.item_sessions.get(item)
             if index is not None and sid in index:

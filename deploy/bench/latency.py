@@ -75,7 +75,7 @@ class RecsReader(threading.Thread):
             [TopicPartition(kafka.recs_topic, p, OFFSET_END) for p in range(kafka.partitions)]
         )
         # (arrival, user, partition, source offset, items, the record's create time from the worker)
-        self.records: list[tuple[float, str, int, int, list[str], float]] = []
+        self.records: list[tuple[float, str, int, int, list[str], float | None]] = []
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -92,7 +92,8 @@ class RecsReader(threading.Thread):
                     rec = orjson.loads(msg.value())
                     src = rec["source"]
                     kind, stamp_ms = msg.timestamp()
-                    created = stamp_ms / 1000.0 if kind == TIMESTAMP_CREATE_TIME else now
+                    # the worker's produce time; a broker stamping LogAppendTime gives no split
+                    created = stamp_ms / 1000.0 if kind == TIMESTAMP_CREATE_TIME else None
                     self.records.append(
                         (now, rec["user_id"], src["partition"], src["offset"], rec["items"], created)
                     )
@@ -187,7 +188,7 @@ class Samples:
 def _latencies(
     produced: dict[tuple[int, int], tuple[float, str]],
     probes: dict[tuple[int, int], tuple[float, str, str]],
-    records: list[tuple[float, str, int, int, list[str], float]],
+    records: list[tuple[float, str, int, int, list[str], float | None]],
 ) -> Samples:
     """The event->recs and purchase->suppression samples of one phase."""
     by_user: dict[tuple[int, str], list[tuple[int, float]]] = defaultdict(list)
@@ -209,8 +210,9 @@ def _latencies(
         if latest is not None and (partition, latest[0]) not in used:
             used.add((partition, latest[0]))
             out.event_to_recs.append(1000.0 * (arrived - latest[1]))
-            out.event_to_worker_produce.append(1000.0 * (created - latest[1]))
-            out.recs_topic_hop.append(1000.0 * (arrived - created))
+            if created is not None:
+                out.event_to_worker_produce.append(1000.0 * (created - latest[1]))
+                out.recs_topic_hop.append(1000.0 * (arrived - created))
     for (partition, offset), (sent, user, item) in probes.items():
         hit = next(
             (

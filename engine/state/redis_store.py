@@ -109,7 +109,7 @@ class RedisStore:
                     raise StateStoreError(f"Redis {what} failed after {attempt + 1} attempts: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except redis.RedisError as exc:
+            except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
                 raise StateStoreError(f"Redis {what} failed: {exc}") from exc
         raise AssertionError("unreachable")
 
@@ -194,9 +194,13 @@ class RedisStore:
 
     def apply_many(self, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:
         calls = [([self._base(d.partition) + "meta"], self._encode(d)) for d in deltas]
-        if len(calls) == 1:  # the script object's own call: EVALSHA, loading the script if needed
-            keys, args = calls[0]
-            results = [self._call(lambda: self._apply_script(keys=keys, args=args), "batch write")]
+        if len(calls) == 1 or self.settings.cluster:
+            # the script object's own call (EVALSHA, loading the script if needed), one per delta:
+            # a single one needs no pipeline, and a cluster pipeline refuses EVALSHA
+            results = [
+                self._call(lambda k=keys, a=args: self._apply_script(keys=k, args=a), "batch write")
+                for keys, args in calls
+            ]
         else:
 
             def run() -> list[Any]:
@@ -267,8 +271,9 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             for partition, group in members.items():
                 self._queue_profiles(pipe, partition, group)
-                if group:
-                    pipe.mget([self._base(partition) + "rd:" + u for u in group])
+                base = self._base(partition)
+                for user in group:  # GETs, not an MGET: a cluster pipeline refuses MGET
+                    pipe.get(base + "rd:" + user)
             self._queue_trending(pipe, fetch)
             return pipe.execute()
 
@@ -278,8 +283,9 @@ class RedisStore:
         for partition, group in members.items():
             end = pos + PROFILE_REPLIES * len(group)
             inputs.profiles[partition] = parse_profiles(replies[pos:end], group)
-            inputs.digests[partition] = parse_digests(replies[end], group) if group else {}
-            pos = end + (1 if group else 0)
+            pos, end = end, end + len(group)
+            inputs.digests[partition] = parse_digests(replies[pos:end], group)
+            pos = end
         inputs.trending = self._parse_trending(replies[pos:], trending)
         return inputs
 

@@ -46,10 +46,13 @@ def test_cycles_made_after_the_freeze_are_still_collected(freezing: None) -> Non
     assert probe() is None
 
 
-def test_undo_stops_freezing() -> None:
+def test_undo_unfreezes_and_stops_freezing() -> None:
     gc.unfreeze()
     undo = freeze_after_full_collections()
+    gc.collect()
+    assert gc.get_freeze_count() > 0
     undo()
+    assert gc.get_freeze_count() == 0
     undo()  # twice is harmless
     gc.collect()
     assert gc.get_freeze_count() == 0

@@ -68,6 +68,13 @@ def test_latency_matching_uses_the_users_latest_event_at_or_below_the_source_off
     assert got.missed == 0
 
 
+def test_latency_without_a_create_time_is_counted_but_not_split() -> None:
+    produced = {(0, 1): (10.0, "u")}
+    got = _latencies(produced, {}, [(10.2, "u", 0, 1, ["i"], None)])
+    assert [round(s) for s in got.event_to_recs] == [200]
+    assert got.event_to_worker_produce == [] and got.recs_topic_hop == []
+
+
 def test_cpu_shares_of_a_phase() -> None:
     pid = os.getpid()
     before = {"me": process_cpu_s(pid), "gone": None}

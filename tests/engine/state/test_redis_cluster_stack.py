@@ -134,9 +134,12 @@ def test_pipeline_on_the_cluster_matches_the_oracle(store: RedisStore) -> None:
     memory = MemoryStore(PARTITIONS, SETTINGS)
     for target in (store, memory):
         processor = BatchProcessor(target, SETTINGS)
-        for partition, rows in records.items():
-            for start in range(0, len(rows), 97):
-                processor.process(partition, rows[start : start + 97])
+        # as a worker owning every partition does: each poll holds a slice of every partition
+        # (one state read and one write call for all of them, spread over the cluster's nodes)
+        for start in range(0, max(map(len, records.values())), 97):
+            poll = {p: rows[start : start + 97] for p, rows in records.items() if rows[start : start + 97]}
+            results = processor.process_many(poll)
+            assert not [r for r in results if isinstance(r, WatermarkConflict)]
     assert store.watermarks() == {p: len(rows) - 1 for p, rows in records.items()}
     _, mismatches = verify_store(records, store, SETTINGS)
     assert mismatches == []
@@ -148,6 +151,16 @@ def test_pipeline_on_the_cluster_matches_the_oracle(store: RedisStore) -> None:
     for item, row in want.items():
         assert got[item] == pytest.approx(row), item
     assert [i for i, _ in store.trending(10)] == [i for i, _ in memory.trending(10)]
+    # A poll's recs read: profiles, digests and trending of every partition in one pipeline.
+    store.set_recs_digests({p: {f"u{p}": f"d{p}"} for p in range(PARTITIONS)})
+    memory.set_recs_digests({p: {f"u{p}": f"d{p}"} for p in range(PARTITIONS)})
+    wanted = {p: [f"u{p}", f"u{p + PARTITIONS}", "nobody"] for p in range(PARTITIONS)}
+    got_inputs, want_inputs = store.recs_inputs(wanted, 10), memory.recs_inputs(wanted, 10)
+    assert got_inputs.digests == want_inputs.digests
+    assert {p: {u: x.history for u, x in rows.items()} for p, rows in got_inputs.profiles.items()} == {
+        p: {u: x.history for u, x in rows.items()} for p, rows in want_inputs.profiles.items()
+    }
+    assert [i for i, _ in got_inputs.trending] == [i for i, _ in want_inputs.trending]
     user = "u7"
     assert store.locate_user(user) == memory.locate_user(user) == 7 % PARTITIONS
     profile = store.profiles(7, [user])[user]

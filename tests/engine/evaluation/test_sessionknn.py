@@ -293,3 +293,21 @@ def test_candidate_and_neighbour_selection_equal_the_plain_definition(overrides:
         assert [v for _, v, _ in actual] == pytest.approx([v for _, v, _ in expected], rel=1e-12)
         compared += bool(expected)
     assert compared > 50
+
+
+def test_the_model_keeps_one_string_per_id() -> None:
+    """Every event decodes its own copies of the ids; the model must not keep one per pair."""
+    model = SessionKNN()
+    for n, item in enumerate(["a", "b", "c"]):
+        # equal strings, distinct objects, as separately decoded records give them
+        sid, copy = "".join(["se", "ss"]), "".join(["it", item])
+        assert sid is not "".join(["se", "ss"])  # noqa: F632 (the point: not the same object)
+        model.touch(sid, copy, 1e9 + n)
+    canonical = next(iter(model.sessions))
+    for item in ("ita", "itb", "itc"):
+        index = model.item_sessions[item]
+        assert next(iter(index)) is canonical
+    assert model.sessions[canonical][0] is model.rules.names[model.rules.numbers["ita"]]
+    model.touch("x", "ita", 1e9 + 9)
+    model._forget("sess", model.sessions.pop("sess"))  # eviction also drops the id's string
+    assert "sess" not in model._sids

@@ -182,7 +182,7 @@ class SessionKNN:
                 grown[: len(self.session_counts)] = self.session_counts
                 self.session_counts = grown
             self.session_counts[number] += 1.0
-            if len(index) >= c.max_item_sessions:
+            while len(index) >= c.max_item_sessions:  # also when the cap was lowered since
                 del index[next(iter(index))]
         index[sid] = None
         if item not in seq:

@@ -131,7 +131,9 @@ while i <= n do
       local ikey = base .. 'is:' .. item
       if redis.call('ZSCORE', ikey, sid) == false then
         redis.call('HINCRBY', base .. 'ic', item, 1)
-        if redis.call('ZCARD', ikey) >= max_is then redis.call('ZREMRANGEBYRANK', ikey, 0, 0) end
+        -- down to the cap, also when a row is longer than it (a cap lowered since it was written)
+        local size = redis.call('ZCARD', ikey)
+        if size >= max_is then redis.call('ZREMRANGEBYRANK', ikey, 0, size - max_is) end
       end
       redis.call('ZADD', ikey, ts_text, sid)
       redis.call('RPUSH', skey, item)

@@ -205,3 +205,35 @@ def test_redis_evicts_sessions_like_the_in_memory_model(redis_url: str) -> None:
         assert set().union(*loaded.item_sessions.values()) == set(reference.sessions)
     finally:
         store.close()
+
+
+def test_a_lowered_item_index_cap_shrinks_rows_in_redis_like_in_memory(redis_url: str) -> None:
+    """A deployment that lowers ``max_item_sessions`` (as the ``sessions`` preset did, 1,000 ->
+    500) must see longer rows come down to the new cap at their next new session, not stay long."""
+    settings = EngineSettings(session_model="sessions")
+    store = RedisStore(RedisSettings(url=redis_url, key_prefix="cap"), 1, settings)
+    wide, narrow = (
+        PRESETS["sessions"].with_(max_item_sessions=40),
+        PRESETS["sessions"].with_(max_item_sessions=5),
+    )
+    try:
+        events = session_events(200)
+        first, rest = events[:400], events[400:]
+        store.session_config = wide
+        feed(store, first, settings, partitions=1)
+        reference = SessionKNN(wide)
+        reference.learn(first)
+        assert max(map(len, reference.item_sessions.values())) > 5
+        store.session_config = narrow
+        reference.config = narrow
+        feed(store, rest, settings, partitions=1)
+        reference.learn(rest)
+        loaded = store.whole_session_model()
+        assert loaded is not None
+        touched = {e.item_id for e in rest}
+        assert all(len(reference.item_sessions[i]) <= 5 for i in touched)
+        assert {i: list(s) for i, s in loaded.item_sessions.items()} == {
+            i: list(s) for i, s in reference.item_sessions.items()
+        }
+    finally:
+        store.close()

@@ -183,6 +183,22 @@ def reference_knn_scores(model: SessionKNN, context: Context) -> dict[str, float
     return scores
 
 
+def random_walk_sessions(
+    seed: int, n_sessions: int, n_items: int, max_len: int, steps: tuple[int, int], stay: float = 0.0
+) -> list[tuple[str, str]]:
+    """(session, item) clicks: each session walks the item ring in small steps (staying put with
+    probability ``stay``), so sessions share items the way neighbours should."""
+    rng = random.Random(seed)
+    spec = []
+    for s in range(n_sessions):
+        item = rng.randrange(n_items)
+        for _ in range(rng.randint(1, max_len)):
+            if not (stay and rng.random() < stay):
+                item = (item + rng.randint(*steps)) % n_items
+            spec.append((f"s{s}", f"i{item}"))
+    return spec
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -194,14 +210,8 @@ def reference_knn_scores(model: SessionKNN, context: Context) -> dict[str, float
     ],
 )
 def test_vectorised_votes_equal_the_plain_definition(overrides: dict) -> None:
-    rng = random.Random(5)
-    spec = []
-    for s in range(200):
-        item = rng.randrange(40)
-        for _ in range(rng.randint(1, 9)):
-            # repeats inside a session exercise the anchor search and distinct votes
-            item = item if rng.random() < 0.2 else (item + rng.randint(-2, 3)) % 40
-            spec.append((f"s{s}", f"i{item}"))
+    # repeats inside a session exercise the anchor search and distinct votes
+    spec = random_walk_sessions(5, 200, n_items=40, max_len=9, steps=(-2, 3), stay=0.2)
     model = SessionKNN(**overrides)
     events = sessions(spec)
     model.learn(events)
@@ -272,13 +282,7 @@ def reference_neighbours(model: SessionKNN, context: Context) -> list[tuple[str,
     ],
 )
 def test_candidate_and_neighbour_selection_equal_the_plain_definition(overrides: dict) -> None:
-    rng = random.Random(9)
-    spec = []
-    for s in range(160):
-        item = rng.randrange(25)
-        for _ in range(rng.randint(1, 6)):
-            item = (item + rng.randint(-2, 2)) % 25
-            spec.append((f"s{s}", f"i{item}"))
+    spec = random_walk_sessions(9, 160, n_items=25, max_len=6, steps=(-2, 2))
     # many equal timestamps (ten events per second): ties must be broken by id both ways
     events = [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
     model = SessionKNN(**overrides)

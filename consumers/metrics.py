@@ -37,7 +37,7 @@ _EVENT_FIELDS = {
     "already_applied": "already_applied",
     "dead_lettered": "dead_lettered",
 }
-_OTHER_FIELDS = ("recs_published", "conflicts", "store_outages", "model_swaps")
+_OTHER_FIELDS = ("recs_published", "conflicts", "store_outages", "scorer_failures", "model_swaps")
 
 
 class ObservabilitySettings(BaseSettings):
@@ -92,17 +92,19 @@ class WorkerMetrics:
 
     # -- the worker hook --------------------------------------------------------------------------
 
-    def on_batch(self, worker: Any, consumer: Any, seconds: float) -> None:
-        """Record one handled batch of ``worker`` (a consumers.worker.Worker); never raises."""
+    def on_batch(self, worker: Any, consumer: Any, seconds: float | None) -> None:
+        """Record one handled batch of ``worker`` (a consumers.worker.Worker), or with ``seconds``
+        None only the counters (a poll scored in the background was published); never raises."""
         try:
             self.record(worker.stats, seconds, worker.versions)
             self.record_lag(consumer)
         except Exception as exc:  # observability must never stop consumption
             log.warning("metrics update failed: %s", exc)
 
-    def record(self, stats: Any, seconds: float, versions: dict[str, str | None]) -> None:
-        self.batches.inc()
-        self.batch_seconds.observe(seconds)
+    def record(self, stats: Any, seconds: float | None, versions: dict[str, str | None]) -> None:
+        if seconds is not None:
+            self.batches.inc()
+            self.batch_seconds.observe(seconds)
         for field, outcome in _EVENT_FIELDS.items():
             self.events.labels(outcome).inc(self._advance(stats, field))
         for field in _OTHER_FIELDS:
@@ -113,6 +115,11 @@ class WorkerMetrics:
                 self.index_info.remove(*self._served)
             self.index_info.labels(*served).set(1)
             self._served = served
+
+    def store_call(self, op: str, seconds: float, failed: bool) -> None:
+        if failed:
+            self.redis_errors.labels(op).inc()
+        self.redis_seconds.labels(op).observe(seconds)
 
     def _advance(self, stats: Any, field: str) -> int:
         value = int(getattr(stats, field))
@@ -149,21 +156,38 @@ class TimedStore:
             return attr
         return self._timed(name, attr)
 
+    def store_call(self, op: str, seconds: float, failed: bool) -> None:
+        """Record a call made elsewhere (the worker's scoring process times its own store)."""
+        self._metrics.store_call(op, seconds, failed)
+
     def _timed(self, op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        histogram = self._metrics.redis_seconds.labels(op)
-        errors = self._metrics.redis_errors
+        record = self._metrics.store_call
 
         def call(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
+            failed = True
             try:
-                return fn(*args, **kwargs)
-            except Exception:
-                errors.labels(op).inc()
-                raise
+                result = fn(*args, **kwargs)
+                failed = False
+                return result
             finally:
-                histogram.observe(time.perf_counter() - started)
+                record(op, time.perf_counter() - started, failed)
 
         return call
+
+
+class StoreCallLog:
+    """Collects ``(op, seconds, failed)`` of a :class:`TimedStore`'s calls, to be sent elsewhere."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, bool]] = []
+
+    def store_call(self, op: str, seconds: float, failed: bool) -> None:
+        self.calls.append((op, seconds, failed))
+
+    def take(self) -> list[tuple[str, float, bool]]:
+        calls, self.calls = self.calls, []
+        return calls
 
 
 class JsonFormatter(logging.Formatter):

@@ -14,13 +14,20 @@ Per poll, the commit order is (see DESIGN.md, Guarantees):
    published again after a crash;
 6. commit the consumer offsets, only now that the state and the recs are durable.
 
+With a scoring process (:mod:`consumers.scoring`, the runner's default on 2+ CPUs) steps 4-6 of
+poll n run after steps 1-3 of poll n+1: the second process scores poll n meanwhile. Poll n still
+reads its scoring inputs before poll n+1 writes anything, and each poll's own steps keep their
+order, so the recs and the guarantees are those of the one-process loop; a crash leaves at most
+two polls uncommitted, both re-delivered as below.
+
 A crash anywhere leaves records above the committed offset; they are re-delivered, and those at or
 below the watermark are skipped (their users' recs are recomputed, which repairs step 4-5). So on
 assignment a worker resumes at the committed offset when that lies at or below the watermark, and
 just after the watermark otherwise.
 
-Tests crash a worker between these steps through ``fault`` (see :data:`FAULT_STEPS`), set in code
-or, for worker processes, with ``STREAMREC_WORKER_FAULT_AT=step:nth``.
+Tests crash a worker between these steps through ``fault`` (see
+:data:`consumers.settings.FAULT_STEPS`), set in code or, for worker processes, with
+``STREAMREC_WORKER_FAULT_AT=step:nth``.
 """
 
 from __future__ import annotations
@@ -28,21 +35,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.heap import freeze_after_full_collections
 from consumers.offsets import group_lag
+from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob, Scorer
+from consumers.settings import Fault, WorkerSettings, fault_from_spec
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace
-from engine.errors import BrokerError, ConfigurationError, StateStoreError, WatermarkConflict
+from engine.errors import BrokerError, ConfigurationError, ScorerError, StateStoreError, WatermarkConflict
 from engine.pipeline import BatchOutcome, BatchProcessor, RawRecord
 from engine.recommend import Recommender
 from engine.state.base import StateStore
@@ -51,81 +58,15 @@ from producers.recs import DeadLetterPublisher, RecsPublisher, flush, make_produ
 
 log = logging.getLogger("streamrec.worker")
 
-#: The points between the commit steps where a test may crash a worker, in the order they are reached.
-FAULT_STEPS = (
-    "dlq_flushed",  # dead letters flushed, state not written
-    "state_written",  # the poll's deltas + watermarks written (or skipped), its recs not computed
-    "recs_produced",  # recs queued, producer not flushed
-    "recs_flushed",  # recs delivered, their digests not stored
-    "digests_written",  # digests stored, offsets not committed
-    "committed",  # offsets committed
-    "assigned",  # rebalance: watermarks read, partitions not yet assigned
-    "revoked",  # rebalance: partitions being taken away
-)
 
-Fault = Callable[[str], None]
+@dataclass(slots=True)
+class _Pending:
+    """A poll whose state is written and whose recommendations are being scored."""
 
-
-def fault_from_spec(spec: str) -> Fault:
-    """``"step:nth"``: a fault that SIGKILLs this process the nth time it reaches ``step``.
-
-    For tests of worker processes only: a real crash, with no ``finally`` and no flush.
-    """
-    step, _, nth = spec.partition(":")
-    if step not in FAULT_STEPS or not nth.isdigit() or int(nth) < 1:
-        raise ConfigurationError(
-            f"STREAMREC_WORKER_FAULT_AT must be 'step:n' with step in {', '.join(FAULT_STEPS)}, got {spec!r}"
-        )
-    remaining = {step: int(nth)}
-
-    def fault(at: str) -> None:
-        if at in remaining:
-            remaining[at] -= 1
-            if remaining[at] == 0:
-                log.warning("fault injection: killing this worker at %s", at)
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return fault
-
-
-class WorkerSettings(BaseSettings):
-    """Environment: ``STREAMREC_WORKER_<FIELD>``."""
-
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_WORKER_", extra="ignore")
-
-    batch_size: int = Field(2000, ge=1, description="records per consume() call")
-    poll_timeout_s: float = Field(
-        0.05, gt=0, description="longest a poll waits for a first record (then it returns what is fetched)"
-    )
-    batch_linger_s: float = Field(
-        0.0,
-        ge=0,
-        description="after the first record, wait up to this long for more (bigger batches, more latency)",
-    )
-    fetch_wait_max_ms: int = Field(
-        20, ge=0, le=10_000, description="longest the broker holds a fetch for data (latency vs requests)"
-    )
-    prefetch_kbytes: int = Field(
-        8192,
-        ge=1024,
-        description="records fetched ahead per partition, in KiB (librdkafka queued.max.messages.kbytes; "
-        "its default, 64 MiB a partition, lets a lagging worker hold that much)",
-    )
-    idle_checks: int = Field(2, ge=1, description="empty polls with zero lag before --until-idle exits")
-    publish_recs: bool = Field(True, description="produce recommendations to the recs topic")
-    session_replica: bool = Field(
-        True,
-        description="while this worker owns every partition, keep the session model in memory "
-        "too (loaded from Redis on assignment, fed by its own writes) and score from it instead "
-        "of reading it back per batch",
-    )
-    gc_freeze: bool = Field(
-        True,
-        description="after each full garbage collection, freeze its survivors (the long-lived state) "
-        "so that the next one walks only newer objects: short GC pauses (consumers/heap.py)",
-    )
-    model_version: str = "cooccurrence-v1"
-    fault_at: str | None = Field(None, description="testing only: 'step:n' kills the worker at step n")
+    batches: dict[int, list[RawRecord]]
+    written: list[BatchOutcome]
+    done: list[TopicPartition]  # the offsets to commit once its recs are out
+    versions: dict[str, str | None]
 
 
 @dataclass(slots=True)
@@ -138,6 +79,7 @@ class WorkerStats:
     dead_lettered: int = 0
     recs_published: int = 0
     conflicts: int = 0
+    scorer_failures: int = 0
     store_outages: int = 0
     broker_outages: int = 0
     assignments: int = 0
@@ -159,6 +101,7 @@ class Worker:
         versions: Mapping[str, str | None] | None = None,
         space_source: Callable[[], EmbeddingSpace | None] | None = None,
         fault: Fault | None = None,
+        scorer_store: Callable[[], StateStore] | None = None,
     ) -> None:
         self.kafka = kafka
         self.store = store
@@ -166,6 +109,8 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.processor = BatchProcessor(store, engine)
         self.recommender = Recommender(store, engine)
+        # ``scorer_store`` (picklable) opens this worker's store in a scoring process.
+        self.scorer: Scorer = self._make_scorer(scorer_store)
         self.versions = dict(
             versions or {"model_version": self.settings.model_version, "index_version": None}
         )
@@ -173,19 +118,31 @@ class Worker:
         self.space_source = space_source
         self.stats = WorkerStats()
         self.stop_event = threading.Event()
-        # Observability hook (consumers.metrics): called as on_batch(worker, consumer, seconds).
-        self.on_batch: Callable[[Worker, Consumer, float], None] | None = None
+        # Observability hook (consumers.metrics): on_batch(worker, consumer, seconds) after each
+        # poll, seconds None after publishing a poll scored in the background.
+        self.on_batch: Callable[[Worker, Consumer, float | None], None] | None = None
         self._consumer: Consumer | None = None
         self._paused = False
         # Set when the replica may no longer match the store: after a (re)assignment, a failed
         # write (a lost reply may hide an applied one) or a watermark conflict.
         self._replica_due = True
+        self._pending: _Pending | None = None  # a written poll whose recs are being scored
         # None in production: every step checks it and moves on.
         if fault is None and self.settings.fault_at:
             fault = fault_from_spec(self.settings.fault_at)
         self.fault = fault
 
     # -- set-up ---------------------------------------------------------------------------------
+
+    def _make_scorer(self, scorer_store: Callable[[], StateStore] | None) -> Scorer:
+        mode = self.settings.scorer
+        if mode == "process" and scorer_store is None:
+            raise ConfigurationError(
+                "scorer=process needs a store the scoring process can open (the runner's)"
+            )
+        if scorer_store is not None and (mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)):
+            return ProcessScorer(scorer_store, self.engine, self.settings.gc_freeze)
+        return InlineScorer(self.store, self.recommender)
 
     def _make_consumer(self) -> Consumer:
         config = client_config(self.kafka) | {
@@ -260,9 +217,11 @@ class Worker:
                 if deadline and time.monotonic() > deadline:
                     break
                 self._refresh_space()
-                messages = self._poll(consumer)
+                # While a poll is being scored, take only what is already fetched: with nothing
+                # there, publish that poll now instead of after the next record arrives.
+                messages = self._poll(consumer, wait=self._pending is None)
                 batches = self._split(messages)
-                if not batches:
+                if not batches and self._pending is None:
                     if until_idle and self._caught_up():
                         idle += 1
                         if idle >= self.settings.idle_checks:
@@ -271,12 +230,15 @@ class Worker:
                 idle = 0
                 try:
                     started = time.perf_counter()
-                    self._handle(consumer, producer, recs, dlq, batches)
+                    if batches:
+                        self._handle(consumer, producer, recs, dlq, batches)
+                    else:
+                        self._finish_pending(consumer, producer, recs)
                     if self.on_batch is not None:
-                        self.on_batch(self, consumer, time.perf_counter() - started)
+                        self.on_batch(self, consumer, time.perf_counter() - started if batches else None)
                 except StateStoreError as exc:
                     self._replica_due = True
-                    self._wait_for_store(consumer, batches, exc)
+                    self._wait_for_store(consumer, self._unfinished(batches), exc)
                 except BrokerError as exc:
                     # Recs or dead letters not acknowledged (broker down or restarting): nothing of
                     # the batch was committed, so read it again; applied records are skipped by the
@@ -286,9 +248,22 @@ class Worker:
                     for publisher in (recs, dlq):
                         with contextlib.suppress(BrokerError):
                             publisher.check()  # forget failed deliveries: the retry sends them again
-                    self._rewind(consumer, batches)
+                    self._rewind(consumer, self._unfinished(batches))
                     self.stop_event.wait(1.0)
+                except ScorerError as exc:
+                    # The scoring process died: its polls are read again (applied records are
+                    # skipped, their users scored) once a fresh one has loaded the replica.
+                    self.stats.scorer_failures += 1
+                    log.warning("scoring process failed, retrying the batch: %s", exc)
+                    self._replica_due = True
+                    self._rewind(consumer, self._unfinished(batches))
+            # Stopping: publish and commit the poll still being scored (else it is re-delivered).
+            try:
+                self._finish_pending(consumer, producer, recs)
+            except (StateStoreError, BrokerError, ScorerError) as exc:
+                log.warning("last poll not finished (its records will be re-delivered): %s", exc)
         finally:
+            self.scorer.close()
             if unfreeze is not None:
                 unfreeze()
             producer.flush(10)
@@ -296,7 +271,7 @@ class Worker:
             self._consumer = None
         return self.stats
 
-    def _poll(self, consumer: Consumer) -> list:
+    def _poll(self, consumer: Consumer, wait: bool = True) -> list:
         """A batch: what is already fetched, else the first record to arrive plus what came with it.
 
         A batch closes as soon as the input pauses instead of waiting for a full batch or a fixed
@@ -306,6 +281,8 @@ class Worker:
         s = self.settings
         messages = consumer.consume(s.batch_size, 0)
         if not messages:
+            if not wait:
+                return []
             messages = consumer.consume(1, s.poll_timeout_s)
             if not messages:
                 return []
@@ -321,46 +298,36 @@ class Worker:
         if space is not None:
             # One assignment each: a batch in flight keeps the space it started with.
             self.processor.space = space
-            self.recommender.space = space
+            self.scorer.set_space(space)
             self.versions = self.versions | {"index_version": space.version}
             self.stats.model_swaps += 1
 
     def _sync_replica(self, consumer: Consumer) -> None:
-        """(Re)load the in-memory session-model replica, or drop it when this worker does not own
-        every partition (neighbour sessions live in all of them; it then reads them from Redis)."""
-        self.recommender.replica = None
-        if not self.settings.session_replica or self.engine.session_model == "off":
-            self._replica_due = False
-            return
-        owned = {tp.partition for tp in consumer.assignment()}
-        if owned != set(range(self.store.partitions)):
-            self._replica_due = False
-            log.info(
-                "session model read from the store per batch (this worker owns %d of %d partitions)",
-                len(owned),
-                self.store.partitions,
-            )
-            return
-        started = time.monotonic()
-        replica = self.store.whole_session_model()  # StateStoreError: retried after the outage
-        self.recommender.replica = replica
+        """(Re)load the session-model replica, or drop it when this worker does not own every
+        partition (neighbour sessions live in all of them; it then reads them from Redis)."""
+        whole = self.settings.session_replica and self.engine.session_model != "off"
+        if whole:
+            owned = {tp.partition for tp in consumer.assignment()}
+            whole = owned == set(range(self.store.partitions))
+            if not whole:
+                log.info(
+                    "session model read from the store per batch (this worker owns %d of %d partitions)",
+                    len(owned),
+                    self.store.partitions,
+                )
+        self.scorer.load_replica(whole)  # StateStoreError: retried after the outage
         self._replica_due = False
-        log.info(
-            "session-model replica loaded in %.1f s: %d sessions, %d items",
-            time.monotonic() - started,
-            len(replica.sessions) if replica is not None else 0,
-            len(replica.item_sessions) if replica is not None else 0,
-        )
 
-    def _extend_space(self, events: list) -> None:
-        """Items the model has not seen get the mean vector of their co-occurrence neighbours."""
+    def _extend_space(self, events: list) -> dict[str, np.ndarray]:
+        """Items the model has not seen get the mean vector of their co-occurrence neighbours
+        (returned, for a scoring process's copy of the space)."""
         space = self.processor.space
         add_items = getattr(space, "add_items", None)
         if space is None or add_items is None:
-            return
+            return {}
         new = {e.item_id for _, e in events} - set(space.vectors({e.item_id for _, e in events}))
         if not new:
-            return
+            return {}
         neighbours = self.store.neighbours(new, 20)
         known = space.vectors({n for row in neighbours.values() for n in row})
         vectors = {}
@@ -370,6 +337,7 @@ class Worker:
                 vectors[item] = sum(w * v for v, w in rows) / sum(w for _, w in rows)
         if vectors:
             add_items(vectors)
+        return vectors
 
     def _wait_for_store(
         self, consumer: Consumer, batches: dict[int, list[RawRecord]], exc: Exception
@@ -439,9 +407,11 @@ class Worker:
         dlq: DeadLetterPublisher,
         batches: dict[int, list[RawRecord]],
     ) -> None:
+        """Steps 1-3 of a poll, then steps 4-6 of the previous one (see the module doc), then this
+        poll's scoring starts; with an inline scorer this poll's steps 4-6 follow at once."""
         topic = self.kafka.events_topic
 
-        def dead_letter(outcomes: list[BatchOutcome]) -> None:
+        def before_apply(outcomes: list[BatchOutcome]) -> None:
             letters = [letter for outcome in outcomes for letter in outcome.dead_letters]
             if letters:
                 for record, reason in letters:
@@ -449,16 +419,20 @@ class Worker:
                 flush(producer)
                 dlq.check()
                 self._fault_at("dlq_flushed")
+            # The poll being scored reads its inputs before this poll's writes land, so its recs
+            # are exactly the ones an inline scorer would have computed.
+            self.scorer.wait_reads()
 
         if self._replica_due:
+            self._finish_pending(consumer, producer, recs)  # the reload must include its writes
             self._sync_replica(consumer)
-        replica = self.recommender.replica
         done: list[TopicPartition] = []
         written: list[BatchOutcome] = []
-        pending_digests: dict[int, dict[str, str]] = {}
+        touches: list[tuple[str, str, float]] = []
+        new_vectors: dict[str, np.ndarray] = {}
         # One state read and one write call for the poll's partitions (each write atomic with its
         # partition's watermark).
-        results = self.processor.process_many(batches, before_apply=dead_letter)
+        results = self.processor.process_many(batches, before_apply=before_apply)
         self.stats.consumed += sum(len(records) for records in batches.values())  # once, not per retry
         self._fault_at("state_written")
         for outcome in results:
@@ -468,9 +442,7 @@ class Worker:
                 log.warning("skipping batch: %s", outcome)
                 self._replica_due = True
                 continue
-            if replica is not None:
-                for sid, item, ts in outcome.touches:
-                    replica.touch(sid, item, ts)
+            touches.extend(outcome.touches)
             self.stats.applied += outcome.applied
             self.stats.duplicates += outcome.duplicates
             self.stats.already_applied += outcome.already_applied
@@ -481,37 +453,65 @@ class Worker:
                     outcome.already_applied,
                 )
             self.stats.dead_lettered += len(outcome.dead_letters)
-            self._extend_space(outcome.events)
+            new_vectors.update(self._extend_space(outcome.events))
             written.append(outcome)
             done.append(TopicPartition(topic, outcome.partition, outcome.last_offset + 1))
+        self._finish_pending(consumer, producer, recs)
         touched = {o.partition: o.touched_users for o in written if o.touched_users}
-        if self.settings.publish_recs and touched:
-            # One scoring pass for the whole poll: the partitions share one read round trip.
-            inputs = self.store.recs_inputs(touched, self.recommender.trending_wanted())
-            lists_by_partition = self.recommender.rank(inputs)
-            for outcome in written:
-                lists = lists_by_partition.get(outcome.partition)
-                if not lists:
-                    continue
-                previous = inputs.digests[outcome.partition]
-                source = (topic, outcome.partition, outcome.last_offset)
-                changed = recs.publish(lists, previous, source, self.versions)
-                pending_digests[outcome.partition] = changed
-                self.stats.recs_published += len(changed)
+        self._pending = _Pending(batches, written, done, self.versions)
+        # One scoring pass for the whole poll: the partitions share one read round trip.
+        self.scorer.submit(ScoreJob(touches, touched if self.settings.publish_recs else {}, new_vectors))
+        self.stats.batches += 1
+        if not self.scorer.overlaps:
+            self._finish_pending(consumer, producer, recs)
+
+    def _finish_pending(self, consumer: Consumer, producer, recs: RecsPublisher) -> None:
+        """Steps 4-6 of the poll being scored: produce its changed recs, flush, store their
+        digests, commit its offsets."""
+        pending = self._pending
+        if pending is None:
+            return
+        topic = self.kafka.events_topic
+        result = self.scorer.result()
+        record_call = getattr(self.store, "store_call", None)  # TimedStore: the metrics' store timings
+        if record_call is not None:
+            for call in result.store_calls:
+                record_call(*call)
+        pending_digests: dict[int, dict[str, str]] = {}
+        for outcome in pending.written:
+            lists = result.lists.get(outcome.partition)
+            if not lists:
+                continue
+            source = (topic, outcome.partition, outcome.last_offset)
+            changed = recs.publish(lists, result.digests.get(outcome.partition, {}), source, pending.versions)
+            pending_digests[outcome.partition] = changed
+            self.stats.recs_published += len(changed)
         self._fault_at("recs_produced")
         flush(producer)
         recs.check()
         self._fault_at("recs_flushed")
         self.store.set_recs_digests(pending_digests)
         self._fault_at("digests_written")
-        if done:
+        if pending.done:
             try:
-                consumer.commit(offsets=done, asynchronous=False)
+                consumer.commit(offsets=pending.done, asynchronous=False)
             except KafkaException as exc:
                 # Safe to lose: the watermark makes the re-delivered records no-ops.
                 log.warning("offset commit failed (records will be re-delivered and skipped): %s", exc)
+        self._pending = None
         self._fault_at("committed")
-        self.stats.batches += 1
+
+    def _unfinished(self, batches: dict[int, list[RawRecord]]) -> dict[int, list[RawRecord]]:
+        """The records of this poll and of the one being scored, none committed: what a retry
+        reads again. The scoring job in flight is dropped (its poll will be scored again)."""
+        pending, self._pending = self._pending, None
+        self.scorer.discard()
+        if pending is None or pending.batches is batches:
+            return batches
+        merged = {partition: list(records) for partition, records in pending.batches.items()}
+        for partition, records in batches.items():
+            merged.setdefault(partition, []).extend(records)
+        return merged
 
     def _caught_up(self) -> bool:
         """True when the whole group has committed every record of every partition of the topic."""

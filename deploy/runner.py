@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from consumers.metrics import TimedStore, WorkerMetrics, configure_logging
 from consumers.worker import Worker, WorkerStats
@@ -23,6 +23,24 @@ def make_store(settings: Settings) -> RedisStore:
     return RedisStore(settings.redis, partitions, settings.engine)
 
 
+@dataclass(frozen=True)
+class ScoringStore:
+    """Opens the worker's state store again in its scoring process (picklable: settings only),
+    with this process's logging set-up."""
+
+    settings: Settings
+    partitions: int
+    log_level: int = logging.INFO
+
+    def __call__(self) -> RedisStore:
+        configure_logging(
+            self.log_level,
+            self.settings.observability.log_json,
+            "%(asctime)s %(processName)s %(name)s %(message)s",
+        )
+        return RedisStore(self.settings.redis, self.partitions, self.settings.engine)
+
+
 def run_worker(
     settings: Settings, until_idle: bool, max_seconds: float | None = None, index: int = 0
 ) -> WorkerStats:
@@ -31,7 +49,14 @@ def run_worker(
     port = settings.observability.metrics_port
     metrics = WorkerMetrics() if port else None
     timed = TimedStore(store, metrics) if metrics else store
-    worker = Worker(settings.kafka, timed, settings.engine, settings.worker, space_source=watcher.poll)  # type: ignore[arg-type]
+    worker = Worker(
+        settings.kafka,
+        timed,  # type: ignore[arg-type]
+        settings.engine,
+        settings.worker,
+        space_source=watcher.poll,
+        scorer_store=ScoringStore(settings, store.partitions, logging.getLogger().getEffectiveLevel()),
+    )
     if metrics is not None and port:
         metrics.serve(port + index)  # one port per worker process of this host
         worker.on_batch = metrics.on_batch

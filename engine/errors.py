@@ -47,3 +47,7 @@ class IndexBuildError(VectorIndexError):
 
 class IndexLoadError(VectorIndexError):
     """A saved index directory is missing, corrupt or inconsistent."""
+
+
+class ScorerError(StreamrecError):
+    """A worker's scoring process exited or stopped answering; the worker starts another."""

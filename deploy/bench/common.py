@@ -151,9 +151,11 @@ def produce_events(n_events: int, kafka: KafkaSettings, seed: int = 0) -> int:
     return sum(replay_events(chunk, kafka) for chunk in event_chunks(n_events, seed))
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def peak_rss_mb(children: bool = False) -> float:
+    """This process's peak resident set size, or with ``children`` the largest peak of its ended
+    children (Linux reports ru_maxrss in KiB)."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024.0
 
 
 def rss_mb() -> float:
@@ -175,6 +177,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     pos = (len(ordered) - 1) * q / 100.0
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def child_pids(pid: int) -> list[int]:
+    """A process's direct children (Linux /proc; empty where there is none)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def process_cpu_s(pid: int) -> float | None:

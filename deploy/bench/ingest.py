@@ -48,17 +48,30 @@ class TimedWorker(Worker):
         super()._handle(*args, **kwargs)
         self.last_batch = time.time()
 
+    def _finish_pending(self, *args: Any, **kwargs: Any) -> None:
+        pending = self._pending
+        super()._finish_pending(*args, **kwargs)
+        if pending is not None:  # the last poll's recs are published after its _handle returned
+            self.last_batch = time.time()
+
 
 def worker_child(
     settings: Settings, max_seconds: float, profile_path: str | None, results: multiprocessing.Queue
 ) -> None:
     """One worker process: run until idle, then report stats, batch times and peak RSS."""
     from deploy.models import ModelWatcher
-    from deploy.runner import make_store
+    from deploy.runner import ScoringStore, make_store
 
     store = make_store(settings)
     watcher = ModelWatcher(store.client, settings.redis.key_prefix, settings.model.check_interval_s)
-    worker = TimedWorker(settings.kafka, store, settings.engine, settings.worker, space_source=watcher.poll)
+    worker = TimedWorker(
+        settings.kafka,
+        store,
+        settings.engine,
+        settings.worker,
+        space_source=watcher.poll,
+        scorer_store=ScoringStore(settings, store.partitions, logging.getLogger().getEffectiveLevel()),
+    )
     started = time.time()
     profiler = cProfile.Profile() if profile_path else None
     if profiler is not None:
@@ -76,7 +89,9 @@ def worker_child(
         last_batch=worker.last_batch,
         started=started,
         ended=time.time(),
-        peak_rss_mb=peak_rss_mb(),
+        # the worker and its scoring process (the largest child that ended: it is the only one)
+        peak_rss_mb=peak_rss_mb() + peak_rss_mb(children=True),
+        scorer_peak_rss_mb=peak_rss_mb(children=True),
     )
     results.put(report)
 

@@ -29,6 +29,7 @@ from consumers.offsets import group_lag
 from deploy.bench.common import (
     BenchError,
     BenchStack,
+    child_pids,
     drop_keys,
     event_chunks,
     percentile,
@@ -286,6 +287,8 @@ def run_latency(
             events, pending = pending[:n], pending[n:]
             before = len(reader.records)
             pids = {**stack.pids, "worker": worker.pid or 0, "bench": os.getpid()}
+            # the worker's scoring process, when it runs one
+            pids |= {f"scorer{'' if n == 0 else n}": pid for n, pid in enumerate(child_pids(worker.pid or 0))}
             cpu_before, clock = {name: process_cpu_s(pid) for name, pid in pids.items()}, time.monotonic()
             run = _phase(settings.kafka, producer, reader, events, rate, seed * 1000 + phase_no)
             cpu = _cpu_shares(pids, cpu_before, time.monotonic() - clock)

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from consumers.reader import read_topic
-from consumers.worker import FAULT_STEPS
+from consumers.settings import FAULT_STEPS
 from engine.events import encode_event
 from engine.generator import generate_events
 from producers.kafka import KafkaSettings, client_config

@@ -65,6 +65,20 @@ def test_counters_advance_by_the_stats_difference() -> None:
     assert sample(metrics, "streamrec_index_info", model_version="m1", index_version="None") is None
 
 
+def test_a_poll_published_in_the_background_advances_counters_not_batches() -> None:
+    metrics = WorkerMetrics()
+    stats = WorkerStats(consumed=10, recs_published=5)
+    worker = SimpleNamespace(stats=stats, versions={"model_version": "m1", "index_version": None})
+    metrics.on_batch(worker, FakeConsumer({0: 10}, {0: 10}), 0.05)
+    stats.recs_published, stats.scorer_failures = 9, 1
+    metrics.on_batch(worker, FakeConsumer({0: 10}, {0: 10}), None)
+
+    assert sample(metrics, "streamrec_recs_published_total") == 9
+    assert sample(metrics, "streamrec_scorer_failures_total") == 1
+    assert sample(metrics, "streamrec_batches_total") == 1
+    assert sample(metrics, "streamrec_batch_seconds_count") == 1
+
+
 def test_a_broken_hook_input_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     metrics = WorkerMetrics()
     with caplog.at_level(logging.WARNING, "streamrec.metrics"):

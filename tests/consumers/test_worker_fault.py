@@ -7,7 +7,8 @@ import signal
 import pytest
 
 import consumers.worker as worker_module
-from consumers.worker import FAULT_STEPS, Worker, WorkerSettings, fault_from_spec
+from consumers.settings import FAULT_STEPS, fault_from_spec
+from consumers.worker import Worker, WorkerSettings
 from engine.config import EngineSettings
 from engine.errors import ConfigurationError
 from engine.state.memory import MemoryStore

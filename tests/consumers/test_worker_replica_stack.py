@@ -55,7 +55,7 @@ def test_replica_ranks_like_redis_reads_across_a_restart(
     try:
         replay_events(events[:2500], kafka_settings)
         first = _worker(kafka_settings, store, engine)
-        with caplog.at_level(logging.INFO, logger="streamrec.worker"):
+        with caplog.at_level(logging.INFO, logger="streamrec.scoring"):
             first.run(until_idle=True, max_seconds=120)
         assert first.stats.applied == 2500
         assert "session-model replica loaded" in caplog.text

@@ -1,0 +1,147 @@
+"""The scoring process gives exactly the inline scorer's lists, and a killed one is replaced.
+
+Both scorers read the same Redis state after each poll's write and learn the same touches, so
+their results must be equal poll by poll (same items, same order, same scores).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import zlib
+
+import pytest
+
+from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob
+from engine.config import EngineSettings
+from engine.errors import ScorerError
+from engine.events import encode_event
+from engine.generator import generate_events
+from engine.pipeline import BatchOutcome, BatchProcessor, RawRecord
+from engine.recommend import Recommender
+from engine.state.redis_store import RedisSettings, RedisStore
+
+pytestmark = pytest.mark.stack
+
+PARTITIONS = 4
+
+
+def _polls(n_events: int, per_poll: int) -> list[dict[int, list[RawRecord]]]:
+    """Generator events split into polls, each a batch per partition (users hashed to partitions)."""
+    events = generate_events(n_events, n_users=120, n_items=250, seed=11)
+    offsets = [0] * PARTITIONS
+    polls = []
+    for start in range(0, len(events), per_poll):
+        batches: dict[int, list[RawRecord]] = {}
+        for event in events[start : start + per_poll]:
+            partition = zlib.crc32(event.user_id.encode()) % PARTITIONS
+            batches.setdefault(partition, []).append(
+                RawRecord(partition, offsets[partition], encode_event(event))
+            )
+            offsets[partition] += 1
+        polls.append(batches)
+    return polls
+
+
+def _job(results: list) -> ScoreJob:
+    written = [o for o in results if isinstance(o, BatchOutcome)]
+    return ScoreJob(
+        [touch for o in written for touch in o.touches],
+        {o.partition: o.touched_users for o in written if o.touched_users},
+    )
+
+
+@pytest.fixture
+def store_factory(redis_url: str):
+    engine = EngineSettings(session_model="sessions")
+    return functools.partial(
+        RedisStore, RedisSettings(url=redis_url, key_prefix="scorer"), PARTITIONS, engine
+    )
+
+
+def test_process_scorer_gives_the_inline_lists_poll_by_poll(store_factory) -> None:
+    store = store_factory()
+    engine = store.engine
+    inline = InlineScorer(store, Recommender(store, engine))
+    remote = ProcessScorer(store_factory, engine)
+    processor = BatchProcessor(store, engine)
+    try:
+        inline.load_replica(True)
+        remote.load_replica(True)
+        compared = scored = 0
+        for poll in _polls(3000, 250):
+            job = _job(processor.process_many(poll))
+            inline.submit(job)
+            expected = inline.result()
+            remote.submit(job)
+            remote.wait_reads()
+            actual = remote.result()
+            assert actual.digests == expected.digests
+            assert actual.lists.keys() == expected.lists.keys()
+            for partition, lists in expected.lists.items():
+                assert actual.lists[partition].keys() == lists.keys()
+                for user, ranked in lists.items():
+                    got = actual.lists[partition][user]
+                    assert [item for item, _ in got] == [item for item, _ in ranked], user
+                    assert [score for _, score in got] == pytest.approx([score for _, score in ranked])
+                    compared += bool(ranked)
+                    scored += 1
+        assert scored > 400 and compared > 0.9 * scored  # nearly every list is non-empty
+    finally:
+        remote.close()
+        store.close()
+
+
+def test_a_killed_scoring_process_is_reported_then_replaced(store_factory) -> None:
+    engine = EngineSettings(session_model="sessions")
+    remote = ProcessScorer(store_factory, engine)
+    store = store_factory()
+    processor = BatchProcessor(store, engine)
+    try:
+        remote.load_replica(True)
+        first = remote.pid
+        assert first is not None
+        polls = _polls(600, 300)
+        remote.submit(_job(processor.process_many(polls[0])))
+        assert remote.result().lists
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(ScorerError):
+            remote.submit(_job(processor.process_many(polls[1])))
+            remote.result()
+        # the worker's recovery: reload the replica (a fresh process), score the poll again
+        remote.load_replica(True)
+        assert remote.pid not in (None, first)
+        users = {partition: _users(rows) for partition, rows in polls[1].items()}
+        remote.submit(ScoreJob([], users))
+        result = remote.result()
+        assert {p: sorted(lists) for p, lists in result.lists.items()} == users
+    finally:
+        remote.close()
+        store.close()
+
+
+def test_a_discarded_job_does_not_answer_for_the_next(store_factory) -> None:
+    engine = EngineSettings(session_model="sessions")
+    remote = ProcessScorer(store_factory, engine)
+    store = store_factory()
+    processor = BatchProcessor(store, engine)
+    try:
+        remote.load_replica(False)  # no replica: the model is read from Redis per job
+        polls = _polls(600, 300)
+        first = _job(processor.process_many(polls[0]))
+        remote.submit(first)
+        remote.discard()  # e.g. the worker rewound this poll
+        second = ScoreJob([], {0: ["nobody"]})
+        remote.submit(second)
+        result = remote.result()
+        assert list(result.lists) == [0] and list(result.lists[0]) == ["nobody"]
+    finally:
+        remote.close()
+        store.close()
+
+
+def _users(records: list[RawRecord]) -> list[str]:
+    from engine.events import decode_event
+
+    return sorted({decode_event(r.value).user_id for r in records})

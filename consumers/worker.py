@@ -218,8 +218,12 @@ class Worker:
                     break
                 self._refresh_space()
                 # While a poll is being scored, take only what is already fetched: with nothing
-                # there, publish that poll now instead of after the next record arrives.
-                messages = self._poll(consumer, wait=self._pending is None)
+                # there, publish that poll now instead of after the next record arrives. A poll
+                # already scored is published first (the scorer would wait for the next one anyway).
+                if self._pending is not None and self.scorer.ready():
+                    messages = []
+                else:
+                    messages = self._poll(consumer, wait=self._pending is None)
                 batches = self._split(messages)
                 if not batches and self._pending is None:
                     if until_idle and self._caught_up():

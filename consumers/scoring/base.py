@@ -57,6 +57,9 @@ class Scorer(Protocol):
     def wait_reads(self) -> None:
         """Return once the job in flight, if any, has read its inputs from the store."""
 
+    def ready(self) -> bool:
+        """True when the job in flight has finished (:meth:`result` will not wait)."""
+
     def result(self) -> ScoreResult:
         """The submitted job's recommendations. Raises StateStoreError or ScorerError."""
 

@@ -72,6 +72,9 @@ class InlineScorer:
     def wait_reads(self) -> None:
         return None
 
+    def ready(self) -> bool:
+        return self._result is not None
+
     def result(self) -> ScoreResult:
         result, self._result = self._result, None
         if result is None:

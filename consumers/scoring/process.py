@@ -65,6 +65,7 @@ class ProcessScorer:
         self._conn: Connection | None = None
         self._in_flight = False  # a job submitted and its result not yet taken
         self._read = False  # ... and its inputs read
+        self._done: ScoreResult | None = None  # ... and its result, when it came before result()
         self._error: tuple[str, str] | None = None  # the job's failure, raised by result()
         self._stale = 0  # replies of discarded jobs still to come
         self._space: EmbeddingSpace | None = None
@@ -93,34 +94,49 @@ class ProcessScorer:
             raise ScorerError("the scoring process is not running")
         self._drain()
         self._send(("score", job))
-        self._in_flight, self._read, self._error = True, False, None
+        self._in_flight, self._read, self._done, self._error = True, False, None, None
 
     def wait_reads(self) -> None:
         while self._in_flight and not self._read and self._error is None:
-            reply = self._recv()
-            if reply[0] == "read":
-                self._read = True
-            elif reply[0] == "error":
-                self._error = (reply[1], reply[2])
+            self._take(self._recv())
+
+    def ready(self) -> bool:
+        conn = self._conn
+        try:
+            while self._in_flight and self._done is None and self._error is None and conn is not None:
+                if not conn.poll(0):
+                    break
+                self._take(conn.recv())
+        except (EOFError, OSError):
+            return True  # the process is gone: result() raises ScorerError
+        return self._in_flight and (self._done is not None or self._error is not None)
 
     def result(self) -> ScoreResult:
         if not self._in_flight:
             raise RuntimeError("no scoring job was submitted")
         try:
-            while self._error is None:
-                reply = self._recv()
-                if reply[0] == "done":
-                    return reply[1]
-                if reply[0] == "error":
-                    self._error = (reply[1], reply[2])
-            self._raise(*self._error)
+            while self._done is None and self._error is None:
+                self._take(self._recv())
+            if self._error is not None:
+                self._raise(*self._error)
+            assert self._done is not None
+            return self._done
         finally:
-            self._in_flight, self._error = False, None
+            self._in_flight, self._done, self._error = False, None, None
+
+    def _take(self, reply: tuple) -> None:
+        """Note one reply of the job in flight."""
+        if reply[0] == "read":
+            self._read = True
+        elif reply[0] == "done":
+            self._read, self._done = True, reply[1]
+        elif reply[0] == "error":
+            self._read, self._error = True, (reply[1], reply[2])
 
     def discard(self) -> None:
-        if self._in_flight:
-            self._stale += 1
-        self._in_flight, self._error = False, None
+        if self._in_flight and self._done is None and self._error is None:
+            self._stale += 1  # its last reply is still to come
+        self._in_flight, self._done, self._error = False, None, None
 
     def close(self) -> None:
         process, self._process = self._process, None
@@ -161,7 +177,7 @@ class ProcessScorer:
         process.start()
         child.close()
         self._process, self._conn = process, parent
-        self._in_flight, self._read, self._error, self._stale = False, False, None, 0
+        self._in_flight, self._read, self._done, self._error, self._stale = False, False, None, None, 0
         log.info("scoring process %s started", process.pid)
         if self._space is not None:
             self._send(("space", self._space))

@@ -145,3 +145,22 @@ def _users(records: list[RawRecord]) -> list[str]:
     from engine.events import decode_event
 
     return sorted({decode_event(r.value).user_id for r in records})
+
+
+def test_ready_turns_true_once_the_result_is_in(store_factory) -> None:
+    import time
+
+    engine = EngineSettings(session_model="sessions")
+    remote = ProcessScorer(store_factory, engine)
+    try:
+        remote.load_replica(True)
+        assert not remote.ready()  # nothing in flight
+        remote.submit(ScoreJob([("s1", "i1", 1e9)], {0: ["u1"]}))
+        deadline = time.monotonic() + 30
+        while not remote.ready():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert list(remote.result().lists[0]) == ["u1"]
+        assert not remote.ready()
+    finally:
+        remote.close()

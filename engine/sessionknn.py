@@ -43,7 +43,6 @@ never its own neighbour, so learning it while it is being served (streaming) is 
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
@@ -293,16 +292,21 @@ class SessionKNN:
             kth = values[top].min()
             if np.count_nonzero(values == kth) == np.count_nonzero(values[top] == kth):
                 values, recent = values[top], _pick(recent, top)  # no tie straddles the cut
-        if len(recent) <= c.k:
-            order = np.argsort(-values, kind="stable")
-            ranked = values[order]
-            if not (ranked[1:] == ranked[:-1]).any():  # no ties: the order by (value, id) is by value
-                return [
-                    (sid, value, anchor[sid])
-                    for sid, value in zip(_pick(recent, order), ranked.tolist(), strict=True)
-                ]
-        best = heapq.nlargest(c.k, zip(values.tolist(), recent, strict=True))
-        return [(sid, value, anchor[sid]) for value, sid in best]
+        # Best first by (value, id), as heapq.nlargest would order them: sort by value, then each
+        # run of equal values by id (ties are common: neighbours seen after the context's own
+        # timestamp all get the full recency weight).
+        order = np.argsort(-values, kind="stable")
+        ranked = values[order]
+        sids = _pick(recent, order)
+        same = ranked[1:] == ranked[:-1]
+        if same.any():
+            edges = np.diff(np.concatenate(([0], same.view(np.int8), [0])))
+            starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
+            for start, end in zip(starts, ends, strict=True):
+                sids[start : end + 1] = sorted(sids[start : end + 1], reverse=True)
+        return [
+            (sid, value, anchor[sid]) for sid, value in zip(sids[: c.k], ranked[: c.k].tolist(), strict=True)
+        ]
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""

@@ -179,6 +179,12 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def own_cpu_s(children: bool = False) -> float:
+    """CPU seconds (user + system) of this process, or of its ended children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child_pids(pid: int) -> list[int]:
     """A process's direct children (Linux /proc; empty where there is none)."""
     try:

@@ -25,7 +25,9 @@ from deploy.bench.common import (
     BenchError,
     BenchStack,
     drop_keys,
+    own_cpu_s,
     peak_rss_mb,
+    process_cpu_s,
     produce_events,
     run_settings,
 )
@@ -92,6 +94,8 @@ def worker_child(
         # the worker and its scoring process (the largest child that ended: it is the only one)
         peak_rss_mb=peak_rss_mb() + peak_rss_mb(children=True),
         scorer_peak_rss_mb=peak_rss_mb(children=True),
+        cpu_s=own_cpu_s(),
+        scorer_cpu_s=own_cpu_s(children=True),
     )
     results.put(report)
 
@@ -225,7 +229,9 @@ def run_ingest(
     # Generous: a worker far slower than the slowest measured one (~1,000 events/s) is a failure.
     max_seconds = max_seconds or max(3600.0, n_events / 200.0)
     timeline: list[dict[str, float]] = []
+    servers_before = {name: process_cpu_s(pid) for name, pid in stack.pids.items()}
     reports = run_workers(settings, workers, max_seconds, profile, sample_every_s, timeline)
+    servers_after = {name: process_cpu_s(pid) for name, pid in stack.pids.items()}
     result: dict[str, Any] = {
         "events": n_events,
         "produced": produced,
@@ -236,6 +242,15 @@ def run_ingest(
         **summarise_workers(reports),
     }
     result["memory_timeline"] = timeline
+    # CPU per consumed event, per process (the workers' include their group join and idle checks;
+    # the broker's and Redis's everything they did while the workers ran): what limits a 2-core box.
+    cpu = {"worker": sum(r["cpu_s"] for r in reports), "scorer": sum(r["scorer_cpu_s"] for r in reports)}
+    for name, before in servers_before.items():
+        after = servers_after.get(name)
+        if before is not None and after is not None:
+            cpu[name] = after - before
+    consumed = max(result["consumed"], 1)
+    result["cpu_us_per_event"] = {name: round(1e6 * seconds / consumed, 1) for name, seconds in cpu.items()}
     memory_after = redis_memory(settings)
     result["redis_used_memory_mb"] = memory_after["used_memory_mb"]
     result["redis_state_mb"] = memory_after["used_memory_mb"] - memory_before["used_memory_mb"]

@@ -36,6 +36,9 @@ def show(console: Console, results: dict[str, Any]) -> None:
             f"peak worker RSS {r['peak_rss_mb']:.0f} MB; Redis used_memory {r['redis_used_memory_mb']:.1f} MB "
             f"(+{r['redis_state_mb']:.1f} MB, {r['redis_keys']:,} keys); recs published {r['recs_published']:,}"
         )
+        if r.get("cpu_us_per_event"):
+            parts = ", ".join(f"{name} {us:.0f}" for name, us in r["cpu_us_per_event"].items())
+            console.print(f"CPU per event (µs): {parts}")
         if "profile" in r:
             prof = Table("function", "calls", "own %", "cumulative %", title="worker profile (cProfile)")
             for row in r["profile"]:

@@ -231,6 +231,14 @@ class SessionKNN:
         """Sessions sharing items with the context: their raw similarity and anchor position, and
         the ``sample`` most recent of them (the ones compared). Needs only the item -> sessions
         index and the sessions' timestamps, so a store-backed reader can fetch the rest after it."""
+        sim, anchor, recent, _ = self._candidates(context)
+        return sim, anchor, recent
+
+    def _candidates(
+        self, context: Context
+    ) -> tuple[dict[str, float], dict[str, int], list[str], np.ndarray | None]:
+        """:meth:`candidates`, plus the chosen sessions' timestamps when choosing needed them
+        (None when every candidate is chosen: then they are ``list(sim)``, in its order)."""
         c = self.config
         items = context.items[-c.max_session_length :]
         n = len(items)
@@ -258,31 +266,39 @@ class SessionKNN:
         if own is not None:
             sim.pop(own, None)
         if len(sim) <= c.sample:
-            return sim, anchor, list(sim)
+            return sim, anchor, list(sim), None
         # The `sample` most recent by (timestamp, id): ids break ties, so that a store-backed
         # reader (another index order) picks the same sessions.
         sids = list(sim)
         stamps = np.fromiter(map(self.session_ts.get, sids, repeat(-math.inf)), np.float64, len(sids))
         cut = np.partition(stamps, len(sids) - c.sample)[len(sids) - c.sample]  # sample-th largest
-        recent = list(compress(sids, (stamps > cut).tolist()))
-        at_cut = sorted(compress(sids, (stamps == cut).tolist()), reverse=True)
-        return sim, anchor, recent + at_cut[: c.sample - len(recent)]
+        newer = stamps > cut
+        recent = list(compress(sids, newer.tolist()))
+        at_cut = sorted(compress(sids, (stamps == cut).tolist()), reverse=True)[: c.sample - len(recent)]
+        chosen_stamps = np.concatenate([stamps[newer], np.full(len(at_cut), cut)])
+        return sim, anchor, recent + at_cut, chosen_stamps
 
     def neighbours(self, context: Context) -> list[tuple[str, float, int]]:
         """The ``k`` most similar past sessions: (session, similarity, anchor position in context)."""
         c = self.config
-        sim, anchor, recent = self.candidates(context)
+        sim, anchor, recent, stamps = self._candidates(context)
         if not recent:
             return []
         n = len(recent)
         sizes = np.fromiter(map(self.distinct.get, recent, repeat(0)), np.float64, n)
-        values = np.fromiter(map(sim.__getitem__, recent), np.float64, n)
+        if stamps is None:  # recent is list(sim)
+            values = np.fromiter(sim.values(), np.float64, n)
+        else:
+            values = np.fromiter(map(sim.__getitem__, recent), np.float64, n)
         known = sizes > 0  # the others were forgotten
         if c.length_norm:
             values = values / np.where(known, sizes, 1.0) ** c.length_norm
         if c.recency_half_life_s is not None:
             now = context.ts
-            stamps = np.fromiter(map(self.session_ts.get, recent, repeat(now)), np.float64, n)
+            if stamps is None:
+                stamps = np.fromiter(map(self.session_ts.get, recent, repeat(now)), np.float64, n)
+            else:  # a session without a timestamp counts as seen now, as above
+                stamps = np.where(stamps == -math.inf, now, stamps)
             values = values * 0.5 ** (np.maximum(0.0, now - stamps) / c.recency_half_life_s)
         if not known.all():
             kept = np.flatnonzero(known)

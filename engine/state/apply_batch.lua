@@ -25,8 +25,10 @@ while i <= n do
   if op == 'H' then
     local key = base .. 'h:' .. ARGV[i + 1]
     local count = tonumber(ARGV[i + 2])
-    for j = 1, count do redis.call('LPUSH', key, ARGV[i + 2 + j]) end
-    redis.call('LTRIM', key, 0, history_len - 1)
+    -- one LPUSH of all (pushed in order, as one call each would); trimmed only when too long
+    if redis.call('LPUSH', key, unpack(ARGV, i + 3, i + 2 + count)) > history_len then
+      redis.call('LTRIM', key, 0, history_len - 1)
+    end
     i = i + 3 + count
   elseif op == 'B' then
     local key = base .. 'b:' .. ARGV[i + 1]
@@ -80,8 +82,10 @@ while i <= n do
     if trend_hl > 0 then epoch = tonumber(redis.call('HGET', meta, 'trend_epoch')) end
     local function add_rule(source, target, weight)
       local key = base .. 'r:' .. source
-      redis.call('ZINCRBY', key, weight, target)
-      if redis.call('ZCARD', key) > 2 * max_rules then
+      -- Only a new rule can take a row past its cap, and a new rule scores exactly its first
+      -- weight (weights are positive, so an existing rule scores more).
+      if tonumber(redis.call('ZINCRBY', key, weight, target)) == tonumber(weight)
+        and redis.call('ZCARD', key) > 2 * max_rules then
         redis.call('ZREMRANGEBYRANK', key, 0, -(max_rules + 1))
       end
     end
@@ -91,9 +95,10 @@ while i <= n do
       local ts_text = ARGV[i + 12 + 3 * j]
       local ts = tonumber(ts_text)
       local skey = base .. 'ss:' .. sid
-      if redis.call('ZSCORE', sessions, sid) == false then
+      -- the session's last activity, and whether it is new (ZADD counts added members)
+      local evicted_itself = false
+      if redis.call('ZADD', sessions, ts_text, sid) == 1 then
         redis.call('HINCRBY', meta, 'sessions', 1)
-        redis.call('ZADD', sessions, ts_text, sid)
         if redis.call('ZCARD', sessions) > max_sessions then
           -- forget the oldest session, also in the index of every item it still lists
           local oldest = redis.call('ZPOPMIN', sessions)
@@ -102,6 +107,7 @@ while i <= n do
             redis.call('ZREM', base .. 'is:' .. old_item, oldest[1])
           end
           redis.call('DEL', okey)
+          evicted_itself = oldest[1] == sid  -- older than every kept session: added back below
         end
       end
       if steps > 0 then
@@ -136,9 +142,10 @@ while i <= n do
         if size >= max_is then redis.call('ZREMRANGEBYRANK', ikey, 0, size - max_is) end
       end
       redis.call('ZADD', ikey, ts_text, sid)
-      redis.call('RPUSH', skey, item)
-      redis.call('LTRIM', skey, -max_len, -1)
-      redis.call('ZADD', sessions, ts_text, sid)
+      if redis.call('RPUSH', skey, item) > max_len then
+        redis.call('LTRIM', skey, -max_len, -1)
+      end
+      if evicted_itself then redis.call('ZADD', sessions, ts_text, sid) end
     end
     i = i + 10 + 3 * count
   else

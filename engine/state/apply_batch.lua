@@ -15,6 +15,15 @@ local max_nb = tonumber(ARGV[8])
 local window = tonumber(ARGV[9])
 local rescale = ARGV[11]
 local pop = base .. 'pop'
+-- `command key list[first..last]` in slices of 1,000 values (unpack's stack limit is ~8,000);
+-- returns the last call's reply.
+local function call_many(command, key, list, first, last)
+  local reply
+  for from = first, last, 1000 do
+    reply = redis.call(command, key, unpack(list, from, math.min(from + 999, last)))
+  end
+  return reply
+end
 if rescale ~= '1' then
   redis.call('ZUNIONSTORE', pop, 1, pop, 'WEIGHTS', rescale)
 end
@@ -26,19 +35,24 @@ while i <= n do
     local key = base .. 'h:' .. ARGV[i + 1]
     local count = tonumber(ARGV[i + 2])
     -- one LPUSH of all (pushed in order, as one call each would); trimmed only when too long
-    if redis.call('LPUSH', key, unpack(ARGV, i + 3, i + 2 + count)) > history_len then
+    if call_many('LPUSH', key, ARGV, i + 3, i + 2 + count) > history_len then
       redis.call('LTRIM', key, 0, history_len - 1)
     end
     i = i + 3 + count
   elseif op == 'B' then
     local key = base .. 'b:' .. ARGV[i + 1]
     local count = tonumber(ARGV[i + 2])
-    for j = 1, count do redis.call('SADD', key, ARGV[i + 2 + j]) end
+    call_many('SADD', key, ARGV, i + 3, i + 2 + count)
     i = i + 3 + count
   elseif op == 'S' then
     local key = base .. 'seen:' .. ARGV[i + 1]
     local count = tonumber(ARGV[i + 2])
-    for j = 1, count do redis.call('ZADD', key, ARGV[i + 2 + 2 * j], ARGV[i + 1 + 2 * j]) end
+    local scored = {}  -- (score, member) pairs of one ZADD; a repeated id keeps its last score, as before
+    for j = 1, count do
+      scored[2 * j - 1] = ARGV[i + 2 + 2 * j]
+      scored[2 * j] = ARGV[i + 1 + 2 * j]
+    end
+    call_many('ZADD', key, scored, 1, 2 * count)
     if redis.call('ZCARD', key) > window then
       redis.call('ZREMRANGEBYRANK', key, 0, -(window + 1))
     end

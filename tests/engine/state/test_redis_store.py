@@ -193,3 +193,25 @@ def test_a_poll_of_several_partitions_writes_after_the_script_cache_was_flushed(
     outcomes = BatchProcessor(store, SETTINGS).process_many(batches)
     assert [o.applied for o in outcomes] == [1, 1]  # type: ignore[union-attr]
     assert store.watermarks() == {0: 0, 1: 0}
+
+
+@pytest.mark.stack
+def test_a_user_with_thousands_of_events_in_one_batch_is_written_whole(redis_url: str) -> None:
+    """The script sends a user's lists in slices (Lua's unpack holds ~8,000 values): 9,000
+    events of one user in one batch end as the memory store has them."""
+    events = [
+        Event(f"e{n}", T0 + n, "u1", f"i{n % 3000}", "purchase" if n % 2 else "view", session_id="s1")
+        for n in range(9000)
+    ]
+    records = [RawRecord(0, offset, encode_event(e)) for offset, e in enumerate(events)]
+    memory, redis_store = stores(redis_url, 1)
+    try:
+        BatchProcessor(memory, SETTINGS).process(0, records)
+        BatchProcessor(redis_store, SETTINGS).process(0, records)
+        expected, actual = memory.snapshot(0), redis_store.snapshot(0)
+        assert actual.history == expected.history and len(actual.history["u1"]) == SETTINGS.history_length
+        assert actual.seen == expected.seen and len(actual.seen["u1"]) == SETTINGS.dedup_window
+        assert actual.purchases == expected.purchases and len(actual.purchases["u1"]) == 1500
+        assert actual.applied == expected.applied == 9000
+    finally:
+        redis_store.close()

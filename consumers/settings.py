@@ -22,7 +22,7 @@ FAULT_STEPS = (
     "recs_produced",  # recs queued, producer not flushed
     "recs_flushed",  # recs delivered, their digests not stored
     "digests_written",  # digests stored, offsets not committed
-    "committed",  # offsets committed
+    "committed",  # offsets committed (sent asynchronously: a crash here may still re-deliver)
     "assigned",  # rebalance: watermarks read, partitions not yet assigned
     "revoked",  # rebalance: partitions being taken away
 )

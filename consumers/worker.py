@@ -12,7 +12,9 @@ Per poll, the commit order is (see DESIGN.md, Guarantees):
    partition) and produce the changed ones;
 5. flush the producer, then remember what was published (digests), so an unflushed list is
    published again after a crash;
-6. commit the consumer offsets, only now that the state and the recs are durable.
+6. commit the consumer offsets, only now that the state and the recs are durable (sent without
+   waiting for the broker's answer: a lost commit only re-delivers records, which step 3 skips;
+   a clean stop waits for the last one).
 
 With a scoring process (:mod:`consumers.scoring`, the runner's default on 2+ CPUs) steps 4-6 of
 poll n run after steps 1-3 of poll n+1: the second process scores poll n meanwhile. Poll n still
@@ -91,6 +93,11 @@ class WorkerStats:
         return time.monotonic() - self.started
 
 
+def _log_failed_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    if error is not None:
+        log.warning("offset commit failed (records will be re-delivered and skipped): %s", error)
+
+
 class Worker:
     def __init__(
         self,
@@ -127,6 +134,7 @@ class Worker:
         # write (a lost reply may hide an applied one) or a watermark conflict.
         self._replica_due = True
         self._pending: _Pending | None = None  # a written poll whose recs are being scored
+        self._committed: dict[int, TopicPartition] = {}  # the last offsets sent, per partition
         # None in production: every step checks it and moves on.
         if fault is None and self.settings.fault_at:
             fault = fault_from_spec(self.settings.fault_at)
@@ -156,6 +164,7 @@ class Worker:
             "max.partition.fetch.bytes": self.kafka.max_message_bytes,
             "fetch.max.bytes": max(self.kafka.max_message_bytes, 16 * 1024 * 1024),
             "queued.max.messages.kbytes": self.settings.prefetch_kbytes,
+            "on_commit": _log_failed_commit,
         }
         try:
             return Consumer(config)
@@ -195,6 +204,8 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._fault_at("revoked")
         self._replica_due = True
+        for tp in partitions:  # their new owner commits them from now on
+            self._committed.pop(tp.partition, None)
         log.info("revoked partitions %s", [tp.partition for tp in partitions])
 
     def _fault_at(self, step: str) -> None:
@@ -261,10 +272,13 @@ class Worker:
                     log.warning("scoring process failed, retrying the batch: %s", exc)
                     self._replica_due = True
                     self._rewind(consumer, self._unfinished(batches))
-            # Stopping: publish and commit the poll still being scored (else it is re-delivered).
+            # Stopping: publish and commit the poll still being scored (else it is re-delivered),
+            # then wait for the last offsets to be committed (they are sent asynchronously).
             try:
                 self._finish_pending(consumer, producer, recs)
-            except (StateStoreError, BrokerError, ScorerError) as exc:
+                if self._committed:
+                    consumer.commit(offsets=list(self._committed.values()), asynchronous=False)
+            except (StateStoreError, BrokerError, ScorerError, KafkaException) as exc:
                 log.warning("last poll not finished (its records will be re-delivered): %s", exc)
         finally:
             self.scorer.close()
@@ -497,8 +511,11 @@ class Worker:
         self.store.set_recs_digests(pending_digests)
         self._fault_at("digests_written")
         if pending.done:
+            # Asynchronously: the loop does not wait a broker round trip per poll. A commit lost
+            # in a crash or a rebalance only means re-delivered records, skipped by the watermark.
+            self._committed.update((tp.partition, tp) for tp in pending.done)
             try:
-                consumer.commit(offsets=pending.done, asynchronous=False)
+                consumer.commit(offsets=pending.done, asynchronous=True)
             except KafkaException as exc:
                 # Safe to lose: the watermark makes the re-delivered records no-ops.
                 log.warning("offset commit failed (records will be re-delivered and skipped): %s", exc)

@@ -24,6 +24,7 @@ from consumers.worker import Worker
 from deploy.bench.common import (
     BenchError,
     BenchStack,
+    child_pids,
     drop_keys,
     own_cpu_s,
     peak_rss_mb,
@@ -122,7 +123,9 @@ def memory_sample(settings: Settings, pids: list[int], started: float) -> dict[s
     except BrokerError:
         pass
     point.update(redis_memory(settings))
-    point["workers_rss_mb"] = round(sum(process_rss_mb(pid) for pid in pids), 1)
+    # each worker and its scoring process
+    every = [*pids, *(child for pid in pids for child in child_pids(pid))]
+    point["workers_rss_mb"] = round(sum(process_rss_mb(pid) for pid in every), 1)
     return point
 
 
@@ -206,6 +209,7 @@ def summarise_workers(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_events_per_s": consumed / wall if wall > 0 else 0.0,
         "batches": sum(r["batches"] for r in reports),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in reports),
+        "scorer_peak_rss_mb": max(r["scorer_peak_rss_mb"] for r in reports),
         **{k: sum(r[k] for r in reports) for k in keys},
     }
 

@@ -33,7 +33,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
         console.print(
             f"workers {r['workers']}, partitions {r['partitions']}, batch {r['batch_size']}; "
             f"processing {r['processing_s']:.1f} s, wall {r['wall_s']:.1f} s; "
-            f"peak worker RSS {r['peak_rss_mb']:.0f} MB; Redis used_memory {r['redis_used_memory_mb']:.1f} MB "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB (worker + scoring process, {r.get('scorer_peak_rss_mb', 0):.0f} of it); Redis used_memory {r['redis_used_memory_mb']:.1f} MB "
             f"(+{r['redis_state_mb']:.1f} MB, {r['redis_keys']:,} keys); recs published {r['recs_published']:,}"
         )
         if r.get("cpu_us_per_event"):

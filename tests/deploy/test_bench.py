@@ -162,6 +162,10 @@ def test_ingest_bench_consumes_every_produced_event(stack: StackInfo, redis_url:
     assert result["consumed"] == result["produced"] == result["applied"]
     assert result["events_per_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["recs_published"] > 0
+    assert result["cpu_us_per_event"]["worker"] > 0
+    if (os.cpu_count() or 1) > 1:  # the worker scored in a scoring process: counted in RSS and CPU
+        assert 0 < result["scorer_peak_rss_mb"] < result["peak_rss_mb"]
+        assert result["cpu_us_per_event"]["scorer"] > 0
     assert result["redis_keys"] > 0 and result["redis_used_memory_mb"] > 0
     assert "warning" not in result
     # the long-replay timeline: lag, Redis memory and the workers' RSS while they run

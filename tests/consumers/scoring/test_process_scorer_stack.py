@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import time
 import zlib
+from collections.abc import Iterator
 
 import pytest
 
@@ -60,6 +62,18 @@ def store_factory(redis_url: str):
     )
 
 
+@pytest.fixture
+def remote(store_factory) -> Iterator[tuple[ProcessScorer, BatchProcessor]]:
+    """A scoring process, and a processor writing to the same Redis state."""
+    store = store_factory()
+    scorer = ProcessScorer(store_factory, store.engine)
+    try:
+        yield scorer, BatchProcessor(store, store.engine)
+    finally:
+        scorer.close()
+        store.close()
+
+
 def test_process_scorer_gives_the_inline_lists_poll_by_poll(store_factory) -> None:
     store = store_factory()
     engine = store.engine
@@ -93,52 +107,35 @@ def test_process_scorer_gives_the_inline_lists_poll_by_poll(store_factory) -> No
         store.close()
 
 
-def test_a_killed_scoring_process_is_reported_then_replaced(store_factory) -> None:
-    engine = EngineSettings(session_model="sessions")
-    remote = ProcessScorer(store_factory, engine)
-    store = store_factory()
-    processor = BatchProcessor(store, engine)
-    try:
-        remote.load_replica(True)
-        first = remote.pid
-        assert first is not None
-        polls = _polls(600, 300)
-        remote.submit(_job(processor.process_many(polls[0])))
-        assert remote.result().lists
-        os.kill(first, signal.SIGKILL)
-        with pytest.raises(ScorerError):
-            remote.submit(_job(processor.process_many(polls[1])))
-            remote.result()
-        # the worker's recovery: reload the replica (a fresh process), score the poll again
-        remote.load_replica(True)
-        assert remote.pid not in (None, first)
-        users = {partition: _users(rows) for partition, rows in polls[1].items()}
-        remote.submit(ScoreJob([], users))
-        result = remote.result()
-        assert {p: sorted(lists) for p, lists in result.lists.items()} == users
-    finally:
-        remote.close()
-        store.close()
+def test_a_killed_scoring_process_is_reported_then_replaced(remote) -> None:
+    scorer, processor = remote
+    scorer.load_replica(True)
+    first = scorer.pid
+    assert first is not None
+    polls = _polls(600, 300)
+    scorer.submit(_job(processor.process_many(polls[0])))
+    assert scorer.result().lists
+    os.kill(first, signal.SIGKILL)
+    with pytest.raises(ScorerError):
+        scorer.submit(_job(processor.process_many(polls[1])))
+        scorer.result()
+    # the worker's recovery: reload the replica (a fresh process), score the poll again
+    scorer.load_replica(True)
+    assert scorer.pid not in (None, first)
+    users = {partition: _users(rows) for partition, rows in polls[1].items()}
+    scorer.submit(ScoreJob([], users))
+    result = scorer.result()
+    assert {p: sorted(lists) for p, lists in result.lists.items()} == users
 
 
-def test_a_discarded_job_does_not_answer_for_the_next(store_factory) -> None:
-    engine = EngineSettings(session_model="sessions")
-    remote = ProcessScorer(store_factory, engine)
-    store = store_factory()
-    processor = BatchProcessor(store, engine)
-    try:
-        remote.load_replica(False)  # no replica: the model is read from Redis per job
-        polls = _polls(600, 300)
-        first = _job(processor.process_many(polls[0]))
-        remote.submit(first)
-        remote.discard()  # e.g. the worker rewound this poll
-        second = ScoreJob([], {0: ["nobody"]})
-        remote.submit(second)
-        result = remote.result()
-        assert list(result.lists) == [0] and list(result.lists[0]) == ["nobody"]
-    finally:
-        remote.close()
-        store.close()
+def test_a_discarded_job_does_not_answer_for_the_next(remote) -> None:
+    scorer, processor = remote
+    scorer.load_replica(False)  # no replica: the model is read from Redis per job
+    scorer.submit(_job(processor.process_many(_polls(600, 300)[0])))
+    scorer.discard()  # e.g. the worker rewound this poll
+    scorer.submit(ScoreJob([], {0: ["nobody"]}))
+    result = scorer.result()
+    assert list(result.lists) == [0] and list(result.lists[0]) == ["nobody"]
 
 
 def _users(records: list[RawRecord]) -> list[str]:
@@ -147,20 +144,14 @@ def _users(records: list[RawRecord]) -> list[str]:
     return sorted({decode_event(r.value).user_id for r in records})
 
 
-def test_ready_turns_true_once_the_result_is_in(store_factory) -> None:
-    import time
-
-    engine = EngineSettings(session_model="sessions")
-    remote = ProcessScorer(store_factory, engine)
-    try:
-        remote.load_replica(True)
-        assert not remote.ready()  # nothing in flight
-        remote.submit(ScoreJob([("s1", "i1", 1e9)], {0: ["u1"]}))
-        deadline = time.monotonic() + 30
-        while not remote.ready():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        assert list(remote.result().lists[0]) == ["u1"]
-        assert not remote.ready()
-    finally:
-        remote.close()
+def test_ready_turns_true_once_the_result_is_in(remote) -> None:
+    scorer, _ = remote
+    scorer.load_replica(True)
+    assert not scorer.ready()  # nothing in flight
+    scorer.submit(ScoreJob([("s1", "i1", 1e9)], {0: ["u1"]}))
+    deadline = time.monotonic() + 30
+    while not scorer.ready():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert list(scorer.result().lists[0]) == ["u1"]
+    assert not scorer.ready()

@@ -165,13 +165,13 @@ class TimedStore:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
-            failed = True
             try:
                 result = fn(*args, **kwargs)
-                failed = False
-                return result
-            finally:
-                record(op, time.perf_counter() - started, failed)
+            except Exception:
+                record(op, time.perf_counter() - started, True)
+                raise
+            record(op, time.perf_counter() - started, False)
+            return result
 
         return call
 

@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -93,6 +94,14 @@ class WorkerStats:
         return time.monotonic() - self.started
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which container limits often set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _log_failed_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
     if error is not None:
         log.warning("offset commit failed (records will be re-delivered and skipped): %s", error)
@@ -135,6 +144,7 @@ class Worker:
         self._replica_due = True
         self._pending: _Pending | None = None  # a written poll whose recs are being scored
         self._committed: dict[int, TopicPartition] = {}  # the last offsets sent, per partition
+        self._publishing: tuple[Any, RecsPublisher] | None = None  # (producer, recs) while running
         # None in production: every step checks it and moves on.
         if fault is None and self.settings.fault_at:
             fault = fault_from_spec(self.settings.fault_at)
@@ -148,7 +158,7 @@ class Worker:
             raise ConfigurationError(
                 "scorer=process needs a store the scoring process can open (the runner's)"
             )
-        if scorer_store is not None and (mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)):
+        if scorer_store is not None and (mode == "process" or (mode == "auto" and usable_cpus() > 1)):
             return ProcessScorer(scorer_store, self.engine, self.settings.gc_freeze)
         return InlineScorer(self.store, self.recommender)
 
@@ -204,6 +214,15 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._fault_at("revoked")
         self._replica_due = True
+        if self._pending is not None and self._publishing is not None:
+            # Publish the poll being scored while these partitions are still ours: after the
+            # rebalance its lists could land after the new owner's newer ones.
+            try:
+                self._finish_pending(consumer, *self._publishing, sync_commit=True)
+            except (StateStoreError, BrokerError, ScorerError, KafkaException) as exc:
+                log.warning("poll being scored not published before the rebalance (re-delivered): %s", exc)
+                self._pending = None
+                self.scorer.discard()
         for tp in partitions:  # their new owner commits them from now on
             self._committed.pop(tp.partition, None)
         log.info("revoked partitions %s", [tp.partition for tp in partitions])
@@ -218,6 +237,7 @@ class Worker:
         consumer = self._consumer = self._make_consumer()
         producer = make_producer(self.kafka)
         recs = RecsPublisher(producer, self.kafka.recs_topic)
+        self._publishing = (producer, recs)
         dlq = DeadLetterPublisher(producer, self.kafka.dlq_topic)
         consumer.subscribe([self.kafka.events_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         idle = 0
@@ -260,6 +280,9 @@ class Worker:
                     # watermark and their users' recs published again. The clients reconnect.
                     self.stats.broker_outages += 1
                     log.warning("broker unavailable, retrying the batch: %s", exc)
+                    # The poll written just before may not have reached the scorer's replica; its
+                    # re-read records are skipped by the watermark, so reload the replica instead.
+                    self._replica_due = True
                     for publisher in (recs, dlq):
                         with contextlib.suppress(BrokerError):
                             publisher.check()  # forget failed deliveries: the retry sends them again
@@ -272,6 +295,7 @@ class Worker:
                     log.warning("scoring process failed, retrying the batch: %s", exc)
                     self._replica_due = True
                     self._rewind(consumer, self._unfinished(batches))
+                    self.stop_event.wait(1.0)  # a process that cannot start must not spin
             # Stopping: publish and commit the poll still being scored (else it is re-delivered),
             # then wait for the last offsets to be committed (they are sent asynchronously).
             try:
@@ -281,6 +305,7 @@ class Worker:
             except (StateStoreError, BrokerError, ScorerError, KafkaException) as exc:
                 log.warning("last poll not finished (its records will be re-delivered): %s", exc)
         finally:
+            self._publishing = None
             self.scorer.close()
             if unfreeze is not None:
                 unfreeze()
@@ -483,7 +508,9 @@ class Worker:
         if not self.scorer.overlaps:
             self._finish_pending(consumer, producer, recs)
 
-    def _finish_pending(self, consumer: Consumer, producer, recs: RecsPublisher) -> None:
+    def _finish_pending(
+        self, consumer: Consumer, producer: Any, recs: RecsPublisher, sync_commit: bool = False
+    ) -> None:
         """Steps 4-6 of the poll being scored: produce its changed recs, flush, store their
         digests, commit its offsets."""
         pending = self._pending
@@ -515,7 +542,7 @@ class Worker:
             # in a crash or a rebalance only means re-delivered records, skipped by the watermark.
             self._committed.update((tp.partition, tp) for tp in pending.done)
             try:
-                consumer.commit(offsets=pending.done, asynchronous=True)
+                consumer.commit(offsets=pending.done, asynchronous=not sync_commit)
             except KafkaException as exc:
                 # Safe to lose: the watermark makes the re-delivered records no-ops.
                 log.warning("offset commit failed (records will be re-delivered and skipped): %s", exc)

@@ -8,7 +8,7 @@ import signal
 from dataclasses import asdict, dataclass
 
 from consumers.metrics import TimedStore, WorkerMetrics, configure_logging
-from consumers.worker import Worker, WorkerStats
+from consumers.worker import Worker, WorkerStats, usable_cpus
 from deploy.models import ModelWatcher, Refresher
 from deploy.settings import Settings
 from engine.errors import StreamrecError
@@ -41,8 +41,20 @@ class ScoringStore:
         return RedisStore(self.settings.redis, self.partitions, self.settings.engine)
 
 
+def scoring_store(settings: Settings, partitions: int, workers_on_host: int = 1) -> ScoringStore | None:
+    """The store factory of a worker's scoring process, or None to score in the worker: with
+    scorer "auto", a scoring process per worker only while there is a CPU for each."""
+    if settings.worker.scorer == "auto" and usable_cpus() <= workers_on_host:
+        return None
+    return ScoringStore(settings, partitions, logging.getLogger().getEffectiveLevel())
+
+
 def run_worker(
-    settings: Settings, until_idle: bool, max_seconds: float | None = None, index: int = 0
+    settings: Settings,
+    until_idle: bool,
+    max_seconds: float | None = None,
+    index: int = 0,
+    workers_on_host: int = 1,
 ) -> WorkerStats:
     store = make_store(settings)
     watcher = ModelWatcher(store.client, settings.redis.key_prefix, settings.model.check_interval_s)
@@ -55,7 +67,7 @@ def run_worker(
         settings.engine,
         settings.worker,
         space_source=watcher.poll,
-        scorer_store=ScoringStore(settings, store.partitions, logging.getLogger().getEffectiveLevel()),
+        scorer_store=scoring_store(settings, store.partitions, workers_on_host),
     )
     if metrics is not None and port:
         metrics.serve(port + index)  # one port per worker process of this host
@@ -80,11 +92,12 @@ def _child(
     max_seconds: float | None,
     results: multiprocessing.Queue,
     index: int,
+    workers_on_host: int,
 ) -> None:
     configure_logging(
         logging.INFO, settings.observability.log_json, "%(asctime)s %(processName)s %(name)s %(message)s"
     )
-    stats = run_worker(settings, until_idle, max_seconds, index)
+    stats = run_worker(settings, until_idle, max_seconds, index, workers_on_host)
     results.put(asdict(stats))
 
 
@@ -112,7 +125,9 @@ def _run_workers(settings: Settings, workers: int, until_idle: bool, max_seconds
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(settings, until_idle, max_seconds, results, i), name=f"worker-{i}")
+        ctx.Process(
+            target=_child, args=(settings, until_idle, max_seconds, results, i, workers), name=f"worker-{i}"
+        )
         for i in range(workers)
     ]
     for proc in procs:

@@ -111,6 +111,16 @@ class VersionedIndex:
         self._lock = threading.Lock()
         self._snapshot = IndexSnapshot(version, index, self._empty_delta(index.dim))
 
+    def __getstate__(self) -> dict:
+        # A worker sends its space to its scoring process; the lock stays behind (a fresh one there).
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @staticmethod
     def _empty_delta(dim: int) -> Delta:
         return Delta((), np.zeros((0, dim), dtype=np.float32))

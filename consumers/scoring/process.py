@@ -27,6 +27,7 @@ import signal
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from consumers.heap import freeze_after_full_collections
@@ -69,6 +70,7 @@ class ProcessScorer:
         self._error: tuple[str, str] | None = None  # the job's failure, raised by result()
         self._stale = 0  # replies of discarded jobs still to come
         self._space: EmbeddingSpace | None = None
+        self._space_due = False  # the child does not have self._space yet
 
     @property
     def pid(self) -> int | None:
@@ -79,20 +81,22 @@ class ProcessScorer:
     def load_replica(self, whole: bool) -> None:
         self._start_if_needed()
         self._drain()
+        self._send_space_if_due()
         self._send(("replica", whole))
         reply = self._recv()
         if reply[0] == "error":
             self._raise(reply[1], reply[2])
 
     def set_space(self, space: EmbeddingSpace | None) -> None:
-        self._space = space
-        if self._alive():
-            self._send(("space", space))
+        # Sent with the next job, while the child waits for one: a job in flight keeps the space
+        # it started with, and a large space is never written while the child writes a result.
+        self._space, self._space_due = space, True
 
     def submit(self, job: ScoreJob) -> None:
         if not self._alive():
             raise ScorerError("the scoring process is not running")
         self._drain()
+        self._send_space_if_due()
         self._send(("score", job))
         self._in_flight, self._read, self._done, self._error = True, False, None, None
 
@@ -179,14 +183,26 @@ class ProcessScorer:
         self._process, self._conn = process, parent
         self._in_flight, self._read, self._done, self._error, self._stale = False, False, None, None, 0
         log.info("scoring process %s started", process.pid)
-        if self._space is not None:
+        self._space_due = self._space is not None
+
+    def _send_space_if_due(self) -> None:
+        if self._space_due:
             self._send(("space", self._space))
+            self._space_due = False
 
     def _send(self, message: tuple) -> None:
+        if self._conn is None:
+            raise ScorerError("the scoring process is not running")
         try:
-            assert self._conn is not None
-            self._conn.send(message)
-        except (OSError, ValueError, AssertionError) as exc:
+            payload = ForkingPickler.dumps(message)
+        except Exception as exc:  # noqa: BLE001 - whatever pickling raises, the message cannot go
+            raise ScoringFailed(
+                f"cannot send {message[0]!r} to the scoring process ({exc}); "
+                "STREAMREC_WORKER_SCORER=inline scores in the worker instead"
+            ) from exc
+        try:
+            self._conn.send_bytes(payload)
+        except (OSError, ValueError) as exc:
             raise ScorerError(f"cannot reach the scoring process: {exc}") from exc
 
     def _recv(self) -> tuple:

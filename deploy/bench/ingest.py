@@ -59,11 +59,15 @@ class TimedWorker(Worker):
 
 
 def worker_child(
-    settings: Settings, max_seconds: float, profile_path: str | None, results: multiprocessing.Queue
+    settings: Settings,
+    max_seconds: float,
+    profile_path: str | None,
+    results: multiprocessing.Queue,
+    workers: int = 1,
 ) -> None:
     """One worker process: run until idle, then report stats, batch times and peak RSS."""
     from deploy.models import ModelWatcher
-    from deploy.runner import ScoringStore, make_store
+    from deploy.runner import make_store, scoring_store
 
     store = make_store(settings)
     watcher = ModelWatcher(store.client, settings.redis.key_prefix, settings.model.check_interval_s)
@@ -73,7 +77,7 @@ def worker_child(
         settings.engine,
         settings.worker,
         space_source=watcher.poll,
-        scorer_store=ScoringStore(settings, store.partitions, logging.getLogger().getEffectiveLevel()),
+        scorer_store=scoring_store(settings, store.partitions, workers),
     )
     started = time.time()
     profiler = cProfile.Profile() if profile_path else None
@@ -146,7 +150,7 @@ def run_workers(
     procs = []
     for i in range(workers):
         path = str(profile.with_suffix(f".{i}.prof")) if profile is not None else None
-        procs.append(ctx.Process(target=worker_child, args=(settings, max_seconds, path, results)))
+        procs.append(ctx.Process(target=worker_child, args=(settings, max_seconds, path, results, workers)))
     for proc in procs:
         proc.start()
     reports: list[dict[str, Any]] = []

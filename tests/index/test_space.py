@@ -37,3 +37,18 @@ def test_new_items_join_through_the_delta() -> None:
     assert s.search(fresh[0] * 5.0, 1)[0] == [["new-a"]]
     np.testing.assert_allclose(s.vectors(["new-b"])["new-b"], fresh[1] / np.linalg.norm(fresh[1]), atol=1e-6)
     assert s.add_items({"i2": vectors[2]}) == 0  # trained items keep their trained vector
+
+
+def test_a_space_pickles_with_its_delta_and_a_fresh_lock() -> None:
+    """A worker sends its space to its scoring process by pickling it."""
+    import pickle
+
+    s, vectors, _ = space()
+    fresh = np.random.default_rng(2).normal(size=(1, DIM)).astype(np.float32)
+    s.add_items({"new-a": fresh[0]})
+    copy = pickle.loads(pickle.dumps(s))
+    assert copy.version == "v1" and len(copy) == 101 and "new-a" in copy
+    assert copy.search(vectors[[3]], 3)[0] == s.search(vectors[[3]], 3)[0]
+    assert copy.index._lock is not s.index._lock
+    copy.index.swap("v2", copy.index.current().index)  # the lock works
+    assert copy.index.version == "v2" and s.index.version == "v1"

@@ -13,6 +13,7 @@ import time
 import zlib
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob
@@ -23,6 +24,8 @@ from engine.generator import generate_events
 from engine.pipeline import BatchOutcome, BatchProcessor, RawRecord
 from engine.recommend import Recommender
 from engine.state.redis_store import RedisSettings, RedisStore
+from index.exact import ExactIndex
+from index.space import IndexedSpace
 
 pytestmark = pytest.mark.stack
 
@@ -74,7 +77,17 @@ def remote(store_factory) -> Iterator[tuple[ProcessScorer, BatchProcessor]]:
         store.close()
 
 
-def test_process_scorer_gives_the_inline_lists_poll_by_poll(store_factory) -> None:
+def _space(version: str) -> IndexedSpace:
+    """Random vectors for the generator's items (the ANN part of the blend then takes part)."""
+    ids = [f"i{n}" for n in range(250)]
+    vectors = np.random.default_rng(3).normal(size=(len(ids), 16)).astype(np.float32)
+    index = ExactIndex(16)
+    index.build(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), ids)
+    return IndexedSpace(version, ids, vectors, index)
+
+
+@pytest.mark.parametrize("with_space", [False, True])
+def test_process_scorer_gives_the_inline_lists_poll_by_poll(store_factory, with_space: bool) -> None:
     store = store_factory()
     engine = store.engine
     inline = InlineScorer(store, Recommender(store, engine))
@@ -84,7 +97,12 @@ def test_process_scorer_gives_the_inline_lists_poll_by_poll(store_factory) -> No
         inline.load_replica(True)
         remote.load_replica(True)
         compared = scored = 0
-        for poll in _polls(3000, 250):
+        for n, poll in enumerate(_polls(3000, 250)):
+            if with_space and n == 3:  # a model published mid-stream: user vectors and ANN candidates
+                space = _space("v1")
+                processor.space = space
+                inline.set_space(space)
+                remote.set_space(space)
             job = _job(processor.process_many(poll))
             inline.submit(job)
             expected = inline.result()

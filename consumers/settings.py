@@ -87,8 +87,9 @@ class WorkerSettings(BaseSettings):
         "auto",
         description="where recommendations are computed: 'process' = a second process that scores a "
         "poll while the worker decodes and writes the next (uses a second core); 'inline' = in the "
-        "worker, one poll at a time; 'auto' = 'process' when there are 2+ CPUs and the worker was "
-        "started by the runner (which can open the store again in the second process)",
+        "worker, one poll at a time; 'auto' = 'process' when the worker was started by the runner "
+        "(which can open the store again in the second process) and the host has more CPUs than "
+        "`streamrec run --workers`",
     )
     gc_freeze: bool = Field(
         True,

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -92,14 +91,6 @@ class WorkerStats:
     @property
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which container limits often set)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _log_failed_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
@@ -158,7 +149,9 @@ class Worker:
             raise ConfigurationError(
                 "scorer=process needs a store the scoring process can open (the runner's)"
             )
-        if scorer_store is not None and (mode == "process" or (mode == "auto" and usable_cpus() > 1)):
+        # "auto": whoever starts the worker decides by passing a store or not (the runner passes
+        # one while the host has a CPU per worker for its scoring process: deploy.runner).
+        if scorer_store is not None and mode != "inline":
             return ProcessScorer(scorer_store, self.engine, self.settings.gc_freeze)
         return InlineScorer(self.store, self.recommender)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 from dataclasses import asdict, dataclass
 
 from consumers.metrics import TimedStore, WorkerMetrics, configure_logging
-from consumers.worker import Worker, WorkerStats, usable_cpus
+from consumers.worker import Worker, WorkerStats
 from deploy.models import ModelWatcher, Refresher
 from deploy.settings import Settings
 from engine.errors import StreamrecError
@@ -39,6 +40,14 @@ class ScoringStore:
             "%(asctime)s %(processName)s %(name)s %(message)s",
         )
         return RedisStore(self.settings.redis, self.partitions, self.settings.engine)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which container limits often set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def scoring_store(settings: Settings, partitions: int, workers_on_host: int = 1) -> ScoringStore | None:

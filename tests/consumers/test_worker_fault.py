@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-import consumers.worker as worker_module
+import consumers.settings as settings_module
 from consumers.settings import FAULT_STEPS, fault_from_spec
 from consumers.worker import Worker, WorkerSettings
 from engine.config import EngineSettings
@@ -23,7 +23,7 @@ def test_bad_specs_are_configuration_errors(spec: str) -> None:
 
 def test_kills_on_the_nth_time_only(monkeypatch: pytest.MonkeyPatch) -> None:
     kills: list[int] = []
-    monkeypatch.setattr(worker_module.os, "kill", lambda pid, sig: kills.append(sig))
+    monkeypatch.setattr(settings_module.os, "kill", lambda pid, sig: kills.append(sig))
     fault = fault_from_spec("recs_flushed:3")
     for step in FAULT_STEPS:
         fault(step)

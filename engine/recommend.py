@@ -11,7 +11,8 @@ import numpy as np
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace, vector_from_history
 from engine.evaluation.base import Context
-from engine.scoring import recent_items, score_user
+from engine.scoring import banned_items, recent_items, score_user
+from engine.session_blend import Shortlist
 from engine.sessionknn import SessionKNN
 from engine.state.base import RecsInputs, StateStore, UserProfile
 
@@ -66,11 +67,11 @@ class Recommender:
         everyone = [
             (partition, user, p) for partition, group in profiles.items() for user, p in group.items()
         ]
-        session = self._session_scores(everyone)
+        similar = self._similar({(partition, user): p for partition, user, p in everyone})
+        session = self._session_scores(everyone, k, similar, trending)
         wanted = {item for _, _, p in everyone for item in recent_items(p, s)} if session is None else ()
         # Ask for extra neighbours so that filtering purchased items still leaves k candidates.
         neighbours = self.store.neighbours(wanted, max(k * 2, 50)) if wanted else {}
-        similar = self._similar({(partition, user): p for partition, user, p in everyone})
         out: dict[int, dict[str, Ranked]] = {partition: {} for partition in profiles}
         for partition, user, p in everyone:
             key = (partition, user)
@@ -86,9 +87,15 @@ class Recommender:
         return out
 
     def _session_scores(
-        self, everyone: list[tuple[int, str, UserProfile]]
+        self,
+        everyone: list[tuple[int, str, UserProfile]],
+        k: int,
+        similar: Mapping[tuple[int, str], Mapping[str, float]],
+        trending: list[tuple[str, float]],
     ) -> dict[tuple[int, str], dict[str, float]] | None:
-        """The session model's scores of each user's current sequence (None when it is off)."""
+        """The session model's scores of each user's current sequence (None when it is off): only
+        the items that can still make the user's top ``k`` once :func:`score_user` has removed the
+        banned items and added the ANN and trending scores (see :mod:`engine.session_blend`)."""
         mode = self.settings.session_model
         if mode == "off":
             return None
@@ -112,7 +119,13 @@ class Recommender:
             model = self.store.session_model(list(contexts.values())) if contexts else None
         if model is None:
             return {}
-        return dict(zip(contexts, model.scores_many(list(contexts.values())), strict=True))
+        profile_of = {(partition, user): p for partition, user, p in everyone}
+        shortlist = Shortlist(
+            [k + len(banned_items(profile_of[key], self.settings)) for key in contexts],
+            [similar.get(key, ()) for key in contexts],
+            [item for item, _ in trending],
+        )
+        return dict(zip(contexts, model.scores_many(list(contexts.values()), shortlist), strict=True))
 
     def _similar(self, profiles: Mapping[K, UserProfile]) -> dict[K, dict[str, float]]:
         """ANN candidates of each user's vector, one batched search for all users."""

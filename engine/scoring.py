@@ -24,6 +24,14 @@ def recent_items(profile: UserProfile, settings: EngineSettings) -> list[str]:
     return list(dict.fromkeys(profile.history))[: settings.recent_items]
 
 
+def banned_items(profile: UserProfile, settings: EngineSettings) -> set[str]:
+    """Items never recommended to this user: what they bought (and saw, with ``exclude_history``)."""
+    banned = set(profile.purchased)
+    if settings.exclude_history:
+        banned.update(profile.history)
+    return banned
+
+
 def score_user(
     profile: UserProfile,
     neighbours: Mapping[str, Mapping[str, float]],
@@ -61,9 +69,7 @@ def score_user(
         blend = settings.trending_weight if scores else 1.0
         for item, value in trending:
             scores[item] = scores.get(item, 0.0) + blend * value / top
-    banned = set(profile.purchased)
-    if settings.exclude_history:
-        banned.update(profile.history)
+    banned = banned_items(profile, settings)
     # best first, ties by item id; a heap, as there are often hundreds of candidates for k=20
     need = k + len(banned)
     if len(scores) > 2 * need + 16:

@@ -115,25 +115,42 @@ class RuleStore:
         """``sum(weight * row(source))`` over ``sources`` (each row first divided by its largest
         weight with ``row_norm``), then divided element-wise by ``divide_by`` (indexed by item
         number; items beyond its end are left as they are). Only non-zero targets are returned."""
-        rows = []
-        for source, weight in sources:
-            number = self.numbers.get(source)
-            row = self.rows.get(number) if number is not None else None
-            if row is not None and row.size:
-                rows.append((row, weight / row.top if row_norm and row.top > 0 else weight))
-        if not rows:
-            return {}
-        # Sparse: only the rows' targets, not an array over every item (a row has ~hundreds of
-        # targets, the catalogue tens of thousands). bincount adds a target's votes in row order.
-        targets, slot = np.unique(
-            np.concatenate([row.targets[: row.size] for row, _ in rows]), return_inverse=True
-        )
-        total = np.bincount(
-            slot, weights=np.concatenate([weight * row.weights[: row.size] for row, weight in rows])
-        )
-        if divide_by is not None:
-            inside = targets < len(divide_by)
-            total[inside] /= divide_by[targets[inside]]
-        hit = np.flatnonzero(total)
+        _, targets, totals = self.votes_many([sources], row_norm, divide_by)
         names = self.names
-        return dict(zip([names[i] for i in targets[hit].tolist()], total[hit].tolist(), strict=True))
+        return {names[t]: total for t, total in zip(targets.tolist(), totals.tolist(), strict=True)}
+
+    def votes_many(
+        self,
+        sources: Sequence[Sequence[tuple[str, float]]],
+        row_norm: bool = False,
+        divide_by: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`votes` of each of many source lists at once, as arrays sorted by list, then target:
+        (list position, target number, vote)."""
+        targets: list[np.ndarray] = []
+        weights: list[np.ndarray] = []
+        owners: list[np.ndarray] = []
+        for j, some in enumerate(sources):
+            for source, weight in some:
+                number = self.numbers.get(source)
+                row = self.rows.get(number) if number is not None else None
+                if row is None or not row.size:
+                    continue
+                if row_norm and row.top > 0:
+                    weight = weight / row.top
+                targets.append(row.targets[: row.size])
+                weights.append(weight * row.weights[: row.size])
+                owners.append(np.full(row.size, j, np.int64))
+        if not targets:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        # Sparse: only the rows' targets, not an array over every item (a row has ~hundreds of
+        # targets, the catalogue tens of thousands). bincount adds a key's votes in row order.
+        width = len(self.names)
+        keys, slot = np.unique(np.concatenate(owners) * width + np.concatenate(targets), return_inverse=True)
+        totals = np.bincount(slot, weights=np.concatenate(weights), minlength=len(keys))
+        owner, target = np.divmod(keys, width)
+        if divide_by is not None:
+            inside = target < len(divide_by)
+            totals[inside] /= divide_by[target[inside]]
+        hit = np.flatnonzero(totals)
+        return owner[hit], target[hit], totals[hit]

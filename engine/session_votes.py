@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -24,7 +23,25 @@ from engine.evaluation.base import Context
 if TYPE_CHECKING:
     from engine.sessionknn import SessionKNN, SessionKNNConfig
 
-Neighbours = list[tuple[str, float, int]]
+
+class Neighbourhood(NamedTuple):
+    """A context's neighbour sessions, best first, with their similarities and the position in the
+    context of each one's anchor (its most recent shared item)."""
+
+    sids: list[str]
+    similarities: np.ndarray  # float64
+    anchors: np.ndarray  # int64
+
+
+class Votes(NamedTuple):
+    """Scores of ``(context, item number)`` pairs, sorted by context, then item number."""
+
+    owners: np.ndarray  # int64: the context's position in its chunk
+    codes: np.ndarray  # int64: item numbers of the model's rule store
+    scores: np.ndarray  # float64
+
+
+EMPTY_NEIGHBOURHOOD = Neighbourhood([], np.zeros(0), np.zeros(0, np.int64))
 
 
 @lru_cache(maxsize=16)
@@ -49,36 +66,58 @@ def anchor_weights(config: SessionKNNConfig) -> np.ndarray:
 
 
 def neighbour_votes(
-    model: SessionKNN, contexts: Sequence[Context], neighbours: Sequence[Neighbours], normalise: bool = False
+    model: SessionKNN, contexts: Sequence[Context], neighbours: Sequence[Neighbourhood]
 ) -> list[dict[str, float]]:
-    """Each context's votes per item from its neighbours in ``model``; with ``normalise``, divided
-    by the context's largest vote."""
-    c = model.config
+    """Each context's votes per item from its neighbours in ``model``."""
+    votes = vote_arrays(model, contexts, neighbours)
     out: list[dict[str, float]] = [{} for _ in contexts]
+    bounds = np.searchsorted(votes.owners, np.arange(len(contexts) + 1)).tolist()
+    names = model.rules.names
+    codes, scores = votes.codes.tolist(), votes.scores.tolist()
+    for j in range(len(contexts)):
+        lo, hi = bounds[j], bounds[j + 1]
+        out[j] = {names[code]: score for code, score in zip(codes[lo:hi], scores[lo:hi], strict=True)}
+    return out
+
+
+def vote_arrays(
+    model: SessionKNN,
+    contexts: Sequence[Context],
+    neighbours: Sequence[Neighbourhood],
+    normalise: bool = False,
+) -> Votes:
+    """The votes of :func:`neighbour_votes` as arrays; with ``normalise``, each context's divided by
+    its largest."""
+    c = model.config
     numbers = model.rules.numbers
+    cached = model._codes.get
     packed: list[bytes] = []
-    sims: list[float] = []
+    sims: list[np.ndarray] = []
     anchor_codes: list[int] = []
-    anchor_steps: list[int] = []
+    anchor_steps: list[np.ndarray] = []
     owners: list[np.ndarray] = []
     for j, (context, found) in enumerate(zip(contexts, neighbours, strict=True)):
-        if not found:
+        if not found.sids:
             continue
         items = context.items[-c.max_session_length :]
-        sids, similarities, positions = zip(*found, strict=True)
-        packed.extend(map(model.session_codes, sids))
-        sims.extend(similarities)
-        anchor_codes.extend(map(numbers.__getitem__, map(items.__getitem__, positions)))
-        last = len(items) - 1
-        anchor_steps.extend(last - p for p in positions)
-        owners.append(np.full(len(found), j, np.int64))
+        codes_of = list(map(cached, found.sids))
+        if None in codes_of:  # sessions changed since they were last compared
+            codes_of = [
+                codes if codes is not None else model.session_codes(sid)
+                for sid, codes in zip(found.sids, codes_of, strict=True)
+            ]
+        packed.extend(codes_of)
+        sims.append(found.similarities)
+        anchor_codes.extend(map(numbers.__getitem__, map(items.__getitem__, found.anchors.tolist())))
+        anchor_steps.append(len(items) - 1 - found.anchors)
+        owners.append(np.full(len(found.sids), j, np.int64))
     if not packed:
-        return out
+        return Votes(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     n_rows = len(packed)
     lengths = np.fromiter(map(len, packed), np.int64, n_rows) // 4
     total = int(lengths.sum())
     codes = np.frombuffer(b"".join(packed), np.int32).astype(np.int64)
-    row_weight = np.array(sims) * anchor_weights(c)[np.array(anchor_steps)]
+    row_weight = np.concatenate(sims) * anchor_weights(c)[np.concatenate(anchor_steps)]
     rows = np.repeat(np.arange(n_rows), lengths)
     starts = np.cumsum(lengths) - lengths
     positions_in_row = np.arange(total) - starts[rows]
@@ -106,18 +145,8 @@ def neighbour_votes(
     if c.idf_weight:
         sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
         scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
-    bounds_array = np.searchsorted(voted_owner, np.arange(len(contexts) + 1))
-    if normalise:
-        present = np.flatnonzero(np.diff(bounds_array))  # contexts with votes
-        top = np.maximum.reduceat(scores, bounds_array[present])
-        scores = scores / np.repeat(top, np.diff(bounds_array)[present])
-    bounds = bounds_array.tolist()
-    names = model.rules.names
-    code_list, score_list = voted_codes.tolist(), scores.tolist()
-    for j in range(len(contexts)):
-        lo, hi = bounds[j], bounds[j + 1]
-        if hi - lo > 1:
-            out[j] = dict(zip(itemgetter(*code_list[lo:hi])(names), score_list[lo:hi], strict=True))
-        elif hi - lo == 1:
-            out[j] = {names[code_list[lo]]: score_list[lo]}
-    return out
+    if normalise and len(scores):
+        starts = np.flatnonzero(np.diff(voted_owner, prepend=-1))
+        top = np.maximum.reduceat(scores, starts)
+        scores = scores / np.repeat(top, np.diff(np.append(starts, len(scores))))
+    return Votes(voted_owner, voted_codes, scores)

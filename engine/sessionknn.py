@@ -56,7 +56,8 @@ import numpy as np
 from engine.evaluation.base import Context, top_k
 from engine.events import Event
 from engine.sequential_rules import RuleStore
-from engine.session_votes import neighbour_votes
+from engine.session_blend import Shortlist, blend_many
+from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood, neighbour_votes, vote_arrays
 
 # Contexts whose neighbour votes share one vectorised pass: enough to amortise numpy's per-call
 # cost, few enough to bound the pass's arrays (k neighbours x their items per context).
@@ -128,6 +129,9 @@ class SessionKNN:
         # dropped when the session changes: old sessions are compared again and again.
         self._codes: dict[str, bytes] = {}
         self._sids: dict[str, str] = {}  # each session id's one string object (see touch)
+        # Whether every session in the item index is held (its items, size and timestamp): true of
+        # a model that learns, so scoring skips the check; a store-backed reader holds a slice.
+        self.index_complete = True
 
     # --- learning --------------------------------------------------------------------------------
 
@@ -270,7 +274,7 @@ class SessionKNN:
         # The `sample` most recent by (timestamp, id): ids break ties, so that a store-backed
         # reader (another index order) picks the same sessions.
         sids = list(sim)
-        stamps = np.fromiter(map(self.session_ts.get, sids, repeat(-math.inf)), np.float64, len(sids))
+        stamps = lookup(self.session_ts, sids, -math.inf)
         cut = np.partition(stamps, len(sids) - c.sample)[len(sids) - c.sample]  # sample-th largest
         newer = stamps > cut
         recent = list(compress(sids, newer.tolist()))
@@ -280,29 +284,42 @@ class SessionKNN:
 
     def neighbours(self, context: Context) -> list[tuple[str, float, int]]:
         """The ``k`` most similar past sessions: (session, similarity, anchor position in context)."""
+        found = self.neighbourhood(context)
+        return list(zip(found.sids, found.similarities.tolist(), found.anchors.tolist(), strict=True))
+
+    def neighbourhood(self, context: Context) -> Neighbourhood:
+        """:meth:`neighbours` as parallel arrays, best first (what the vote step takes)."""
         c = self.config
         sim, anchor, recent, stamps = self._candidates(context)
         if not recent:
-            return []
+            return EMPTY_NEIGHBOURHOOD
         n = len(recent)
-        sizes = np.fromiter(map(self.distinct.get, recent, repeat(0)), np.float64, n)
         if stamps is None:  # recent is list(sim)
             values = np.fromiter(sim.values(), np.float64, n)
         else:
             values = np.fromiter(map(sim.__getitem__, recent), np.float64, n)
-        known = sizes > 0  # the others were forgotten
+        # A session the model indexes but does not hold (a store-backed reader's partial model) is
+        # no neighbour. Sizes are looked up only when the similarity needs them.
+        distinct = self.distinct
+        known: np.ndarray | None = None
         if c.length_norm:
+            sizes = lookup(distinct, recent, 0)
+            known = sizes > 0
             values = values / np.where(known, sizes, 1.0) ** c.length_norm
+        elif not self.index_complete and not all(map(distinct.__contains__, recent)):
+            known = np.fromiter(map(distinct.__contains__, recent), bool, n)
         if c.recency_half_life_s is not None:
             now = context.ts
             if stamps is None:
-                stamps = np.fromiter(map(self.session_ts.get, recent, repeat(now)), np.float64, n)
-            else:  # a session without a timestamp counts as seen now, as above
-                stamps = np.where(stamps == -math.inf, now, stamps)
+                stamps = lookup(self.session_ts, recent, -math.inf)
+            # a session without a timestamp counts as seen now
+            stamps = np.where(stamps == -math.inf, now, stamps)
             values = values * 0.5 ** (np.maximum(0.0, now - stamps) / c.recency_half_life_s)
-        if not known.all():
+        if known is not None and not known.all():
             kept = np.flatnonzero(known)
             values, recent = values[kept], _pick(recent, kept)
+            if not recent:
+                return EMPTY_NEIGHBOURHOOD
         if len(recent) > c.k:
             top = np.argpartition(values, len(values) - c.k)[len(values) - c.k :]
             kth = values[top].min()
@@ -320,13 +337,13 @@ class SessionKNN:
             starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
             for start, end in zip(starts, ends, strict=True):
                 sids[start : end + 1] = sorted(sids[start : end + 1], reverse=True)
-        return [
-            (sid, value, anchor[sid]) for sid, value in zip(sids[: c.k], ranked[: c.k].tolist(), strict=True)
-        ]
+        sids = sids[: c.k]
+        anchors = np.fromiter(map(anchor.__getitem__, sids), np.int64, len(sids))
+        return Neighbourhood(sids, ranked[: c.k], anchors)
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""
-        return neighbour_votes(self, [context], [self.neighbours(context)])[0]
+        return neighbour_votes(self, [context], [self.neighbourhood(context)])[0]
 
     def session_codes(self, sid: str) -> bytes:
         """A session's item numbers as packed int32, cached until the session changes: old sessions
@@ -347,58 +364,30 @@ class SessionKNN:
             counts = np.array([self.item_count.get(name, 0) for name in self.rules.names], float)
         return counts
 
-    def sr_scores(self, context: Context) -> dict[str, float]:
-        """The rule votes of the ``sr_items`` most recent distinct context items (not normalised)."""
-        c = self.config
-        sources = sr_sources(c, context.items)
-        divide_by = None
-        if c.sr_pop_norm:
-            divide_by = np.maximum(self.session_counts, 1.0) ** c.sr_pop_norm
-        return self.rules.votes(sources, c.sr_row_norm, divide_by)
-
-    def reminder_scores(self, context: Context) -> dict[str, float]:
-        """``exp(-steps from the end / reminder_decay)`` of each item's last occurrence in the context."""
-        c = self.config
-        items = context.items[-c.max_session_length :]
-        last = len(items) - 1
-        return {item: math.exp(-(last - position) / c.reminder_decay) for position, item in enumerate(items)}
-
     def scores(self, context: Context) -> dict[str, float]:
         """Every candidate item's blended score (see the module doc)."""
         return self.scores_many([context])[0]
 
-    def scores_many(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
-        """:meth:`scores` of many contexts, their neighbour votes computed in one pass."""
-        if self.config.k <= 0:
-            return [self._blend(context, {}) for context in contexts]
+    def scores_many(
+        self, contexts: Sequence[Context], shortlist: Shortlist | None = None
+    ) -> list[dict[str, float]]:
+        """:meth:`scores` of many contexts, computed together (numpy passes over a chunk of them);
+        with a ``shortlist``, only the items it asks for (see :mod:`engine.session_blend`)."""
+        c = self.config
         out: list[dict[str, float]] = []
         # In chunks: one pass's arrays hold every neighbour item of its contexts.
         for start in range(0, len(contexts), VOTE_CHUNK):
             chunk = contexts[start : start + VOTE_CHUNK]
-            found = [self.neighbours(context) for context in chunk]
-            knn = neighbour_votes(self, chunk, found, normalise=True)
-            out.extend(self._blend(context, votes) for context, votes in zip(chunk, knn, strict=True))
-        return out
-
-    def _blend(self, context: Context, knn: dict[str, float]) -> dict[str, float]:
-        """The neighbour votes (divided by their maximum) plus rules, reminders and trend."""
-        c = self.config
-        sr = self.sr_scores(context) if c.sr_weight > 0 else {}
-        out = knn  # already divided by its maximum (a fresh dict)
-        if sr:
-            top = max(sr.values())
-            if top > 0:
-                weight = c.sr_weight / top
-                for item, value in sr.items():
-                    out[item] = out.get(item, 0.0) + weight * value
-        if c.reminder_weight:
-            for item, value in self.reminder_scores(context).items():
-                out[item] = out.get(item, 0.0) + c.reminder_weight * value
-        if c.trend_weight and self.trend_top > 0:
-            weight = c.trend_weight / self.trend_top
-            trend = self.trend
-            for item in out:
-                out[item] += weight * trend.get(item, 0.0)
+            knn = None
+            if c.k > 0:
+                found = [self.neighbourhood(context) for context in chunk]
+                knn = vote_arrays(self, chunk, found, normalise=True)
+            sources = [sr_sources(c, context.items) for context in chunk] if c.sr_weight > 0 else []
+            part = None
+            if shortlist is not None:
+                end = start + len(chunk)
+                part = Shortlist(shortlist.best[start:end], shortlist.protected[start:end], shortlist.always)
+            out.extend(blend_many(self, chunk, knn, sources, part))
         return out
 
     def recommend(self, context: Context, k: int, exclude: Collection[str] = ()) -> list[str]:
@@ -458,6 +447,15 @@ def _pick(values: list[str], positions: np.ndarray) -> list[str]:
     if len(positions) == 1:
         return [values[int(positions[0])]]
     return list(itemgetter(*positions.tolist())(values))
+
+
+def lookup(mapping: dict[str, Any], keys: list[str], default: float) -> np.ndarray:
+    """``[mapping.get(key, default) for key in keys]`` as float64, at C speed when every key is
+    there (the usual case; the lookup with a default is about twice as slow)."""
+    try:
+        return np.fromiter(map(mapping.__getitem__, keys), np.float64, len(keys))
+    except KeyError:
+        return np.fromiter(map(mapping.get, keys, repeat(default)), np.float64, len(keys))
 
 
 def preset_for_engine(session_model: str) -> SessionKNNConfig | None:

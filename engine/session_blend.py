@@ -1,0 +1,197 @@
+"""The blend step of :class:`~engine.sessionknn.SessionKNN` over many contexts at once, in item numbers.
+
+Each context's score of an item is its neighbour vote (already divided by the context's largest),
+plus ``sr_weight`` times its rule vote over the largest rule vote, plus ``reminder_weight`` times its
+reminder, plus ``trend_weight`` times its trend over the top trend; a part an item lacks adds
+nothing. All contexts' parts become one flat array of ``(context, item number)`` keys, and one
+``bincount`` adds each key's parts in that order, the order the one-dict-per-context blend added
+them in, so every sum is the same float.
+
+A :class:`Shortlist` lets the caller ask for only the items that can still make its top-k list, so
+that hundreds of scored items per context never become dict entries. The engine ranks a context's
+items by score (ties by item id) after removing banned items and adding ANN and trending scores to
+some of them: those are protected, kept whatever their score. Any other item keeps its score here,
+and so does every other unprotected item ranked above it, so it makes the top ``k`` only if fewer
+than ``k`` allowed unprotected items rank above it here: it is among the ``k + banned`` best
+unprotected items, which the shortlist keeps (with every item tied with the last of them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.evaluation.base import Context
+
+if TYPE_CHECKING:
+    from engine.session_votes import Votes
+    from engine.sessionknn import SessionKNN
+
+
+@dataclass(frozen=True, slots=True)
+class Shortlist:
+    """Which items of each context to return: any of ``protected[j]`` or ``always`` that it scored,
+    and of the others its ``best[j]`` highest scores (every item tied with the last of them too)."""
+
+    best: Sequence[int]
+    protected: Sequence[Collection[str]]
+    always: Collection[str] = ()
+
+
+def blend_many(
+    model: SessionKNN,
+    contexts: Sequence[Context],
+    knn: Votes | None,
+    rule_sources: Sequence[Sequence[tuple[str, float]]],
+    shortlist: Shortlist | None = None,
+) -> list[dict[str, float]]:
+    """Each context's blended scores (see the module doc); ``knn`` holds the normalised neighbour
+    votes (None: the neighbourhood part is off), ``rule_sources`` each context's voting items
+    (:func:`~engine.sessionknn.sr_sources`)."""
+    c = model.config
+    names = model.rules.names
+    numbers = model.rules.numbers
+    # Items the rule store has not numbered (a context item nobody else touched) get numbers past
+    # its end, for this call only: scoring must not grow the model.
+    extra: dict[str, int] = {}
+    n_known = len(names)
+
+    def code_of(item: str) -> int:
+        code = numbers.get(item)
+        if code is None:
+            code = extra.setdefault(item, n_known + len(extra))
+        return code
+
+    def known_code(item: str) -> int | None:
+        code = numbers.get(item)
+        return code if code is not None else extra.get(item)
+
+    reminder_owner: list[int] = []
+    reminder_codes: list[int] = []
+    reminder_values: list[float] = []
+    if c.reminder_weight:
+        for j, context in enumerate(contexts):
+            items = context.items[-c.max_session_length :]
+            last = len(items) - 1
+            latest = {item: position for position, item in enumerate(items)}
+            for item, position in latest.items():
+                reminder_owner.append(j)
+                reminder_codes.append(code_of(item))
+                reminder_values.append(c.reminder_weight * math.exp(-(last - position) / c.reminder_decay))
+    width = n_known + len(extra)  # key = context * width + item number
+
+    keys: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    if knn is not None and len(knn.codes):
+        keys.append(knn.owners * width + knn.codes)
+        values.append(knn.scores)
+    if c.sr_weight > 0:
+        rule_keys, rule_values = _rule_votes(model, rule_sources, width)
+        keys.append(rule_keys)
+        values.append(rule_values)
+    if reminder_codes:
+        keys.append(np.array(reminder_owner, np.int64) * width + np.array(reminder_codes, np.int64))
+        values.append(np.array(reminder_values))
+    if not keys:
+        return [{} for _ in contexts]
+    # bincount adds in array order: each key's neighbour vote, then its rule vote, then its reminder
+    unique_keys, slot = np.unique(np.concatenate(keys), return_inverse=True)
+    scores = np.bincount(slot, weights=np.concatenate(values), minlength=len(unique_keys))
+    owners, codes = np.divmod(unique_keys, width)
+    every_name = names + list(extra) if extra else names
+    if c.trend_weight and model.trend_top > 0:
+        weight = c.trend_weight / model.trend_top
+        picked = _names_of(every_name, codes.tolist())
+        trend = np.fromiter(map(model.trend.get, picked, repeat(0.0)), np.float64, len(picked))
+        scores = scores + weight * trend
+    if shortlist is not None:
+        kept = _shortlisted(owners, codes, scores, shortlist, width, known_code)
+        owners, codes, scores = owners[kept], codes[kept], scores[kept]
+    return _dicts(every_name, owners, codes, scores, len(contexts))
+
+
+def _rule_votes(
+    model: SessionKNN, sources: Sequence[Sequence[tuple[str, float]]], width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each context's rule votes times ``sr_weight`` over the context's largest (contexts whose
+    largest is not positive add none): keys and values."""
+    c = model.config
+    divide_by = np.maximum(model.session_counts, 1.0) ** c.sr_pop_norm if c.sr_pop_norm else None
+    owners, targets, totals = model.rules.votes_many(sources, c.sr_row_norm, divide_by)
+    if not len(totals):
+        return targets, totals
+    starts = np.flatnonzero(np.diff(owners, prepend=-1))
+    counts = np.diff(np.append(starts, len(owners)))
+    top = np.maximum.reduceat(totals, starts)
+    positive = np.repeat(top > 0, counts)
+    weight = np.repeat(c.sr_weight / np.where(top > 0, top, 1.0), counts)
+    return (owners * width + targets)[positive], (weight * totals)[positive]
+
+
+def _shortlisted(
+    owners: np.ndarray,
+    codes: np.ndarray,
+    scores: np.ndarray,
+    shortlist: Shortlist,
+    width: int,
+    known_code: Callable[[str], int | None],
+) -> np.ndarray:
+    """Positions of the entries to keep: protected items, and per context the others scoring at
+    least the ``best``-th highest of the others."""
+    n_contexts = len(shortlist.best)
+    protected = np.zeros(len(codes), bool)
+    numbers = _known_codes(shortlist.always, known_code)
+    if numbers:
+        always = np.zeros(width, bool)
+        always[numbers] = True
+        protected |= always[codes]
+    wanted = [
+        j * width + code
+        for j, items in enumerate(shortlist.protected)
+        for code in _known_codes(items, known_code)
+    ]
+    if wanted:
+        protected |= np.isin(owners * width + codes, np.array(wanted, np.int64))
+    others = np.where(protected, -math.inf, scores)
+    bounds = np.searchsorted(owners, np.arange(n_contexts + 1)).tolist()
+    cut = np.full(n_contexts, -math.inf)
+    for j in range(n_contexts):
+        lo, hi = bounds[j], bounds[j + 1]
+        best = max(1, shortlist.best[j])  # never none: the caller tells "scored" from "not scored"
+        if hi - lo > best:
+            cut[j] = np.partition(others[lo:hi], hi - lo - best)[hi - lo - best]
+    return np.flatnonzero(protected | (scores >= cut[owners]))
+
+
+def _known_codes(items: Collection[str], known_code: Callable[[str], int | None]) -> list[int]:
+    """The numbers of those ``items`` that have one (an item without one was not scored)."""
+    return [code for code in map(known_code, items) if code is not None]
+
+
+def _dicts(
+    names: list[str], owners: np.ndarray, codes: np.ndarray, scores: np.ndarray, n_contexts: int
+) -> list[dict[str, float]]:
+    out: list[dict[str, float]] = [{} for _ in range(n_contexts)]
+    if not len(codes):
+        return out
+    bounds = np.searchsorted(owners, np.arange(n_contexts + 1)).tolist()
+    picked = _names_of(names, codes.tolist())
+    values = scores.tolist()
+    for j in range(n_contexts):
+        lo, hi = bounds[j], bounds[j + 1]
+        if hi > lo:
+            out[j] = dict(zip(picked[lo:hi], values[lo:hi], strict=True))
+    return out
+
+
+def _names_of(names: list[str], codes: list[int]) -> tuple[str, ...]:
+    """``tuple(names[code] for code in codes)``, in C."""
+    if len(codes) == 1:
+        return (names[codes[0]],)
+    return itemgetter(*codes)(names) if codes else ()

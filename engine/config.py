@@ -28,6 +28,12 @@ class EngineSettings(BaseSettings):
     recency_decay: float = Field(0.7, gt=0, le=1, description="weight of the n-th most recent item")
     trending_weight: float = Field(0.05, ge=0, description="blend weight of trending items")
     trending_candidates: int = Field(100, ge=1)
+    trending_refresh_s: float = Field(
+        1.0,
+        ge=0,
+        description="longest a worker's scoring reuses the trending items it read (they decay over "
+        "`popularity_half_life_s`); 0: read them for every poll",
+    )
     exclude_history: bool = Field(True, description="never recommend items in the user's recent history")
     user_vector_decay: float = Field(0.9, gt=0, le=1, description="per-event decay of the user embedding")
     ann_weight: float = Field(0.5, ge=0, description="blend weight of embedding (ANN) candidates")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TypeVar
 
 import numpy as np
@@ -24,11 +24,18 @@ class Recommender:
     """Reads profiles, neighbours and trending items once per call and scores each user."""
 
     def __init__(
-        self, store: StateStore, settings: EngineSettings, space: EmbeddingSpace | None = None
+        self,
+        store: StateStore,
+        settings: EngineSettings,
+        space: EmbeddingSpace | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.settings = settings
         self.space = space  # replaced on a model refresh
+        self._clock = clock
+        self._trending: list[tuple[str, float]] | None = None  # the last read, for read_inputs
+        self._trending_read_at = 0.0
         # The worker's in-memory copy of the whole session model, kept in step with its writes
         # while it owns every partition; scoring then reads nothing back from the store.
         self.replica: SessionKNN | None = None
@@ -43,6 +50,21 @@ class Recommender:
         session model's state, trending, neighbours, one ANN search): a worker's whole poll."""
         k = k or self.settings.top_k
         return self.rank(self.store.recs_inputs(users, self.trending_wanted(k)), k)
+
+    def read_inputs(self, users: Mapping[int, Iterable[str]]) -> RecsInputs:
+        """What :meth:`rank` needs for ``users`` (partition -> users), in one store read. The trending
+        items are read again only once those held are ``trending_refresh_s`` old: a worker polls
+        many times a second, and re-reading (and merging) every partition's top popularity rows for
+        each poll was most of a small poll's read, for a list that moves over hours."""
+        now = self._clock()
+        held = self._trending
+        if held is not None and now - self._trending_read_at < self.settings.trending_refresh_s:
+            inputs = self.store.recs_inputs(users, 0)
+            inputs.trending = held
+            return inputs
+        inputs = self.store.recs_inputs(users, self.trending_wanted())
+        self._trending, self._trending_read_at = inputs.trending, now
+        return inputs
 
     def trending_wanted(self, k: int | None = None) -> int:
         """How many trending items scoring reads (extra, so that filtering still leaves k)."""

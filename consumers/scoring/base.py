@@ -6,7 +6,8 @@ that the worker can decode and write the next poll meanwhile (two cores instead 
 worker publishes a poll's recs and commits its offsets only when its result is back, so the commit
 order of every poll is unchanged.
 
-One rule keeps the overlap exact: a job reads its inputs (profiles, digests, trending) from the
+One rule keeps the overlap exact: a job reads its inputs (profiles, digests, and the trending
+items when the held ones are due, see :meth:`~engine.recommend.Recommender.read_inputs`) from the
 store before the next poll's writes begin (:meth:`Scorer.wait_reads`), so its recommendations are
 the ones the worker would have computed itself, neither older nor newer.
 """

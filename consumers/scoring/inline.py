@@ -39,7 +39,7 @@ def learn(recommender: Recommender, job: ScoreJob) -> None:
 
 
 def read_inputs(store: StateStore, recommender: Recommender, job: ScoreJob) -> RecsInputs | None:
-    return store.recs_inputs(job.users, recommender.trending_wanted()) if job.users else None
+    return recommender.read_inputs(job.users) if job.users else None
 
 
 def rank(recommender: Recommender, inputs: RecsInputs | None) -> ScoreResult:

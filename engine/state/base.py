@@ -105,7 +105,7 @@ class StateStore(Protocol):
 
     def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
         """Profiles and digests of ``users`` (partition -> users) and the ``trending`` most popular
-        items, read together (one round trip for the Redis store)."""
+        items (none read when 0), read together (one round trip for the Redis store)."""
         ...
 
     def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:

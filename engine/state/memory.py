@@ -131,6 +131,8 @@ class MemoryStore:
         return out
 
     def trending(self, n: int) -> list[tuple[str, float]]:
+        if n <= 0:
+            return []
         epochs = [p.popularity_epoch for p in self._parts if p.popularity_epoch is not None]
         if not epochs:
             return []

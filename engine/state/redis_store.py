@@ -274,7 +274,8 @@ class RedisStore:
                 base = self._base(partition)
                 for user in group:  # GETs, not an MGET: a cluster pipeline refuses MGET
                     pipe.get(base + "rd:" + user)
-            self._queue_trending(pipe, fetch)
+            if trending > 0:
+                self._queue_trending(pipe, fetch)
             return pipe.execute()
 
         replies = self._call(run, "recs read")
@@ -286,7 +287,8 @@ class RedisStore:
             pos, end = end, end + len(group)
             inputs.digests[partition] = parse_digests(replies[pos:end], group)
             pos = end
-        inputs.trending = self._parse_trending(replies[pos:], trending)
+        if trending > 0:
+            inputs.trending = self._parse_trending(replies[pos:], trending)
         return inputs
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
@@ -313,6 +315,9 @@ class RedisStore:
         return out
 
     def trending(self, n: int) -> list[tuple[str, float]]:
+        if n <= 0:  # ZREVRANGE 0 -1 would read the whole row
+            return []
+
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             self._queue_trending(pipe, self._trending_fetch(n))

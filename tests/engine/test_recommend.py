@@ -55,3 +55,35 @@ def test_session_model_off_uses_cooccurrence() -> None:
     assert store.session_model([]) is None
     _, ranked = Recommender(store, settings).for_user("u-last", k=2)
     assert [item for item, _ in ranked] == ["c", "d"]
+
+
+def test_scoring_reads_the_trending_items_again_only_when_they_are_old() -> None:
+    settings = EngineSettings(session_model="sessions", trending_refresh_s=1.0)
+    store = MemoryStore(1, settings)
+    log = events()
+    meta, users = store.load(0, {e.user_id: [e.event_id] for e in log})
+    store.apply(compute_delta(0, list(enumerate(log)), users, meta, settings))
+    now = [100.0]
+    recommender = Recommender(store, settings, clock=lambda: now[0])
+    before = recommender.read_inputs({0: ["u-last"]})
+    assert before.trending and "z" not in dict(before.trending) and before.profiles[0]["u-last"].history
+
+    # "z" becomes the most popular item; within the refresh interval the held list is served
+    burst = [Event(f"z{n}", T0 + 6000 + n, f"w{n}", "z", "purchase", session_id=f"w{n}") for n in range(40)]
+    meta, users = store.load(0, {e.user_id: [e.event_id] for e in burst})
+    store.apply(compute_delta(0, list(enumerate(burst)), users, meta, settings))
+    now[0] += 0.9
+    held = recommender.read_inputs({0: ["w1"]})
+    assert held.trending == before.trending and held.profiles[0]["w1"].history == ["z"]
+    now[0] += 0.2
+    fresh = recommender.read_inputs({0: ["w1"]})
+    assert fresh.trending == store.trending(recommender.trending_wanted()) and fresh.trending[0][0] == "z"
+
+    every_poll = Recommender(
+        store, settings.model_copy(update={"trending_refresh_s": 0.0}), clock=lambda: 0.0
+    )
+    every_poll.read_inputs({0: ["w1"]})
+    more = [Event(f"y{n}", T0 + 7000 + n, f"v{n}", "y", "purchase", session_id=f"v{n}") for n in range(80)]
+    meta, users = store.load(0, {e.user_id: [e.event_id] for e in more})
+    store.apply(compute_delta(0, list(enumerate(more)), users, meta, settings))
+    assert every_poll.read_inputs({0: ["w1"]}).trending[0][0] == "y"

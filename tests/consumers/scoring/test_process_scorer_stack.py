@@ -59,7 +59,9 @@ def _job(results: list) -> ScoreJob:
 
 @pytest.fixture
 def store_factory(redis_url: str):
-    engine = EngineSettings(session_model="sessions")
+    # trending read for every poll: the two scorers run at different times, and a held list
+    # would be refreshed at different polls
+    engine = EngineSettings(session_model="sessions", trending_refresh_s=0)
     return functools.partial(
         RedisStore, RedisSettings(url=redis_url, key_prefix="scorer"), PARTITIONS, engine
     )

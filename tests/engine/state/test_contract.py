@@ -199,6 +199,9 @@ class TestStateStoreContract:
         assert inputs.digests == {0: {"u1": "d1", "nobody": None}, 1: {"u2": "d2"}}
         assert inputs.trending == store.trending(2) and len(inputs.trending) == 2
         assert store.recs_inputs({1: []}, 1) == RecsInputs({1: {}}, {1: {}}, store.trending(1))
+        # 0 trending items: none read (a Redis range 0..-1 would have been the whole row)
+        assert store.trending(0) == [] and store.recs_inputs(users, 0).trending == []
+        assert store.recs_inputs(users, 0).profiles == inputs.profiles
 
     def test_counters_accumulate(self, store: StateStore) -> None:
         delta = apply_events(store, 0, [ev("e1", "a"), ev("e1", "a"), ev("e2", "b")])

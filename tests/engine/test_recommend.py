@@ -28,13 +28,17 @@ def events() -> list[Event]:
     return out
 
 
+def write(store: MemoryStore, log: list[Event], settings: EngineSettings) -> None:
+    meta, users = store.load(0, {e.user_id: [e.event_id] for e in log})
+    store.apply(compute_delta(0, list(enumerate(log)), users, meta, settings))
+
+
 @pytest.mark.parametrize("preset", ["sessions", "users"])
 def test_recs_are_the_session_models_ranking_minus_purchases(preset: str) -> None:
     settings = EngineSettings(session_model=preset, exclude_history=False, ann_weight=0, trending_weight=0)
     store = MemoryStore(1, settings)
     log = events()
-    meta, users = store.load(0, {e.user_id: [e.event_id] for e in log})
-    store.apply(compute_delta(0, list(enumerate(log)), users, meta, settings))
+    write(store, log, settings)
 
     reference = SessionKNN(PRESETS[preset])
     reference.learn(log)
@@ -50,8 +54,7 @@ def test_session_model_off_uses_cooccurrence() -> None:
     settings = EngineSettings(session_model="off", trending_weight=0)
     store = MemoryStore(1, settings)
     log = events()
-    meta, users = store.load(0, {e.user_id: [e.event_id] for e in log})
-    store.apply(compute_delta(0, list(enumerate(log)), users, meta, settings))
+    write(store, log, settings)
     assert store.session_model([]) is None
     _, ranked = Recommender(store, settings).for_user("u-last", k=2)
     assert [item for item, _ in ranked] == ["c", "d"]
@@ -61,8 +64,7 @@ def test_scoring_reads_the_trending_items_again_only_when_they_are_old() -> None
     settings = EngineSettings(session_model="sessions", trending_refresh_s=1.0)
     store = MemoryStore(1, settings)
     log = events()
-    meta, users = store.load(0, {e.user_id: [e.event_id] for e in log})
-    store.apply(compute_delta(0, list(enumerate(log)), users, meta, settings))
+    write(store, log, settings)
     now = [100.0]
     recommender = Recommender(store, settings, clock=lambda: now[0])
     before = recommender.read_inputs({0: ["u-last"]})
@@ -70,8 +72,7 @@ def test_scoring_reads_the_trending_items_again_only_when_they_are_old() -> None
 
     # "z" becomes the most popular item; within the refresh interval the held list is served
     burst = [Event(f"z{n}", T0 + 6000 + n, f"w{n}", "z", "purchase", session_id=f"w{n}") for n in range(40)]
-    meta, users = store.load(0, {e.user_id: [e.event_id] for e in burst})
-    store.apply(compute_delta(0, list(enumerate(burst)), users, meta, settings))
+    write(store, burst, settings)
     now[0] += 0.9
     held = recommender.read_inputs({0: ["w1"]})
     assert held.trending == before.trending and held.profiles[0]["w1"].history == ["z"]
@@ -84,6 +85,5 @@ def test_scoring_reads_the_trending_items_again_only_when_they_are_old() -> None
     )
     every_poll.read_inputs({0: ["w1"]})
     more = [Event(f"y{n}", T0 + 7000 + n, f"v{n}", "y", "purchase", session_id=f"v{n}") for n in range(80)]
-    meta, users = store.load(0, {e.user_id: [e.event_id] for e in more})
-    store.apply(compute_delta(0, list(enumerate(more)), users, meta, settings))
+    write(store, more, settings)
     assert every_poll.read_inputs({0: ["w1"]}).trending[0][0] == "y"

@@ -237,3 +237,34 @@ def test_a_lowered_item_index_cap_shrinks_rows_in_redis_like_in_memory(redis_url
         }
     finally:
         store.close()
+
+
+@pytest.mark.stack
+def test_a_replica_loaded_with_an_index_entry_of_a_missing_session_checks_every_candidate(
+    redis_url: str,
+) -> None:
+    """Scoring skips the "is this candidate held" check only while every indexed session is held.
+    A session whose items are gone from Redis (but not yet from the item index) must make the
+    loaded replica check, and never be a neighbour."""
+    config = PRESETS["sessions"]
+    settings = EngineSettings(session_model="sessions")
+    store = RedisStore(RedisSettings(url=redis_url, key_prefix="held"), 1, settings)
+    store.session_config = config
+    try:
+        events = session_events(120)
+        feed(store, events, settings, partitions=1)
+        whole = store.whole_session_model()
+        assert whole is not None and whole.index_complete
+        contexts = [Context("q", (f"i{n}", f"i{n + 1}"), T0 + 1e6, "q") for n in range(0, 56, 4)]
+        gone = max(whole.sessions, key=lambda sid: sum(sid in whole.neighbourhood(c).sids for c in contexts))
+        assert any(gone in whole.neighbourhood(c).sids for c in contexts)
+
+        store.client.delete(f"held:{{0}}:ss:{gone}")
+        partial = store.whole_session_model()
+        assert partial is not None and not partial.index_complete
+        assert gone not in partial.sessions and any(gone in row for row in partial.item_sessions.values())
+        for context in contexts:
+            assert gone not in partial.neighbourhood(context).sids
+        assert len(partial.scores_many(contexts)) == len(contexts)
+    finally:
+        store.close()

@@ -34,7 +34,7 @@ class Recommender:
         self.settings = settings
         self.space = space  # replaced on a model refresh
         self._clock = clock
-        self._trending: list[tuple[str, float]] | None = None  # the last read, for read_inputs
+        self._trending: list[tuple[str, float]] = []  # the last read, for read_inputs
         self._trending_read_at = 0.0
         # The worker's in-memory copy of the whole session model, kept in step with its writes
         # while it owns every partition; scoring then reads nothing back from the store.
@@ -58,7 +58,8 @@ class Recommender:
         each poll was most of a small poll's read, for a list that moves over hours."""
         now = self._clock()
         held = self._trending
-        if held is not None and now - self._trending_read_at < self.settings.trending_refresh_s:
+        # an empty list (nothing popular yet, a fresh stream) is read again at once
+        if held and now - self._trending_read_at < self.settings.trending_refresh_s:
             inputs = self.store.recs_inputs(users, 0)
             inputs.trending = held
             return inputs

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import repeat
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -108,7 +109,10 @@ def vote_arrays(
             ]
         packed.extend(codes_of)
         sims.append(found.similarities)
-        anchor_codes.extend(map(numbers.__getitem__, map(items.__getitem__, found.anchors.tolist())))
+        # An anchor item no compared session lists (trimmed from them) may have no number in a
+        # store-backed reader's model: -1 matches nothing, as an absent anchor should.
+        anchor_names = map(items.__getitem__, found.anchors.tolist())
+        anchor_codes.extend(map(numbers.get, anchor_names, repeat(-1)))
         anchor_steps.append(len(items) - 1 - found.anchors)
         owners.append(np.full(len(found.sids), j, np.int64))
     if not packed:

@@ -129,9 +129,12 @@ class SessionKNN:
         # dropped when the session changes: old sessions are compared again and again.
         self._codes: dict[str, bytes] = {}
         self._sids: dict[str, str] = {}  # each session id's one string object (see touch)
-        # Whether every session in the item index is held (its items, size and timestamp): true of
-        # a model that learns, so scoring skips the check; a store-backed reader holds a slice.
-        self.index_complete = True
+        # Whether a session has a timestamp exactly when the model holds it (its items and size):
+        # true of a model that learns, so the timestamps scoring looks up anyway also tell which
+        # indexed sessions are held. (The index can list sessions it no longer holds: an item
+        # trimmed from a session keeps it in its index, and eviction cleans only the items the
+        # session still lists.) A store-backed reader has timestamps of sessions it did not load.
+        self.stamped_when_held = True
 
     # --- learning --------------------------------------------------------------------------------
 
@@ -298,15 +301,19 @@ class SessionKNN:
             values = np.fromiter(sim.values(), np.float64, n)
         else:
             values = np.fromiter(map(sim.__getitem__, recent), np.float64, n)
-        # A session the model indexes but does not hold (a store-backed reader's partial model) is
-        # no neighbour. Sizes are looked up only when the similarity needs them.
+        # A session the model indexes but does not hold is no neighbour. Sizes are looked up only
+        # when the similarity needs them; else the timestamps tell, where they mark held sessions.
         distinct = self.distinct
         known: np.ndarray | None = None
         if c.length_norm:
             sizes = lookup(distinct, recent, 0)
             known = sizes > 0
             values = values / np.where(known, sizes, 1.0) ** c.length_norm
-        elif not self.index_complete and not all(map(distinct.__contains__, recent)):
+        elif self.stamped_when_held:
+            if stamps is None:
+                stamps = lookup(self.session_ts, recent, -math.inf)
+            known = stamps > -math.inf
+        elif not all(map(distinct.__contains__, recent)):
             known = np.fromiter(map(distinct.__contains__, recent), bool, n)
         if c.recency_half_life_s is not None:
             now = context.ts

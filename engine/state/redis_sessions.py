@@ -77,7 +77,7 @@ def partial_model(
     """
     c = config
     model = SessionKNN(c)
-    model.index_complete = False  # it holds only the sessions a context compares
+    model.stamped_when_held = False  # it has the timestamps of more sessions than it loads
     parts = range(len(bases))
     context_items = sorted({i for ctx in contexts for i in ctx.items[-c.max_session_length :]})
     sources = sorted({s for ctx in contexts for s, _ in sr_sources(c, ctx.items)}) if c.sr_weight > 0 else []
@@ -263,8 +263,6 @@ def whole_model(
         found = index[item]
         found.sort()
         model.item_sessions[item] = dict.fromkeys(sid for _, sid in found)
-    held = model.sessions
-    model.index_complete = all(sid in held for row in model.item_sessions.values() for sid in row)
     for source in sorted(rules):
         for target, weight in rules[source].items():
             model.rules.add(source, target, weight)

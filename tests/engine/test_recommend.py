@@ -87,3 +87,12 @@ def test_scoring_reads_the_trending_items_again_only_when_they_are_old() -> None
     more = [Event(f"y{n}", T0 + 7000 + n, f"v{n}", "y", "purchase", session_id=f"v{n}") for n in range(80)]
     write(store, more, settings)
     assert every_poll.read_inputs({0: ["w1"]}).trending[0][0] == "y"
+
+
+def test_an_empty_trending_list_is_not_held() -> None:
+    settings = EngineSettings(session_model="sessions", trending_refresh_s=60.0)
+    store = MemoryStore(1, settings)
+    recommender = Recommender(store, settings, clock=lambda: 0.0)
+    assert recommender.read_inputs({0: ["u0"]}).trending == []  # a fresh stream: nothing yet
+    write(store, events(), settings)
+    assert recommender.read_inputs({0: ["u0"]}).trending == store.trending(recommender.trending_wanted())

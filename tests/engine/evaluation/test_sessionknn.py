@@ -315,3 +315,19 @@ def test_the_model_keeps_one_string_per_id() -> None:
     model.touch("x", "ita", 1e9 + 9)
     model._forget("sess", model.sessions.pop("sess"))  # eviction also drops the id's string
     assert "sess" not in model._sids
+
+
+def test_a_session_evicted_after_items_were_trimmed_from_it_is_never_a_neighbour() -> None:
+    """An item trimmed from a session keeps the session in its index, and evicting the session
+    cleans only the items it still lists: the index then names a session the model no longer
+    holds, which scoring must skip (it has no items to vote with)."""
+    model = SessionKNN(k=10, length_norm=0.0, sr_weight=0.0, max_session_length=2, max_sessions=1)
+    model.learn(sessions([("s1", "a"), ("s1", "b"), ("s1", "c"), ("s2", "x")]))
+    assert "s1" in model.item_sessions["a"] and "s1" not in model.sessions  # the orphan
+    for recency in (None, 3600.0):
+        model.config = model.config.with_(recency_half_life_s=recency)
+        context = Context("q", ("a",), T0 + 10, "q")
+        assert model.neighbours(context) == []
+        assert model.scores(context) == {}
+    model.config = model.config.with_(length_norm=0.5)
+    assert [sid for sid, _, _ in model.neighbours(Context("q", ("a", "x"), T0 + 10, "q"))] == ["s2"]

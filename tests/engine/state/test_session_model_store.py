@@ -17,7 +17,7 @@ from engine.config import EngineSettings
 from engine.evaluation.base import Context, top_k
 from engine.events import Event
 from engine.logic import compute_delta
-from engine.sessionknn import PRESETS, SessionKNN
+from engine.sessionknn import PRESETS, SessionKNN, SessionKNNConfig
 from engine.state.base import StateStore
 from engine.state.memory import MemoryStore
 from engine.state.redis_store import RedisSettings, RedisStore
@@ -183,14 +183,22 @@ def test_whole_model_of_an_empty_store_is_empty(redis_store: RedisStore) -> None
     assert not model.sessions and not model.item_sessions and model.n_sessions == 0
 
 
+def one_partition_store(
+    redis_url: str, prefix: str, config: SessionKNNConfig
+) -> tuple[RedisStore, EngineSettings]:
+    """A one-partition Redis store running the session model ``config``, and its settings."""
+    settings = EngineSettings(session_model="sessions")
+    store = RedisStore(RedisSettings(url=redis_url, key_prefix=prefix), 1, settings)
+    store.session_config = config
+    return store, settings
+
+
 @pytest.mark.stack
 def test_redis_evicts_sessions_like_the_in_memory_model(redis_url: str) -> None:
     """With one partition the per-partition session cap is the model's: evicted sessions leave
     the item index in Redis exactly as in memory."""
     config = PRESETS["sessions"].with_(max_sessions=25)
-    settings = EngineSettings(session_model="sessions")
-    store = RedisStore(RedisSettings(url=redis_url, key_prefix="ev"), 1, settings)
-    store.session_config = config
+    store, settings = one_partition_store(redis_url, "ev", config)
     try:
         events = session_events(150)
         feed(store, events, settings, partitions=1)
@@ -240,31 +248,49 @@ def test_a_lowered_item_index_cap_shrinks_rows_in_redis_like_in_memory(redis_url
 
 
 @pytest.mark.stack
-def test_a_replica_loaded_with_an_index_entry_of_a_missing_session_checks_every_candidate(
-    redis_url: str,
-) -> None:
-    """Scoring skips the "is this candidate held" check only while every indexed session is held.
-    A session whose items are gone from Redis (but not yet from the item index) must make the
-    loaded replica check, and never be a neighbour."""
+def test_a_replica_loaded_with_an_index_entry_of_a_missing_session_never_picks_it(redis_url: str) -> None:
+    """Scoring tells held sessions by their timestamps. A session whose items are gone from Redis
+    (but not from the item index) is not held, has no timestamp, and is never a neighbour."""
     config = PRESETS["sessions"]
-    settings = EngineSettings(session_model="sessions")
-    store = RedisStore(RedisSettings(url=redis_url, key_prefix="held"), 1, settings)
-    store.session_config = config
+    store, settings = one_partition_store(redis_url, "held", config)
     try:
         events = session_events(120)
         feed(store, events, settings, partitions=1)
         whole = store.whole_session_model()
-        assert whole is not None and whole.index_complete
+        assert whole is not None
         contexts = [Context("q", (f"i{n}", f"i{n + 1}"), T0 + 1e6, "q") for n in range(0, 56, 4)]
         gone = max(whole.sessions, key=lambda sid: sum(sid in whole.neighbourhood(c).sids for c in contexts))
         assert any(gone in whole.neighbourhood(c).sids for c in contexts)
 
         store.client.delete(f"held:{{0}}:ss:{gone}")
-        partial = store.whole_session_model()
-        assert partial is not None and not partial.index_complete
-        assert gone not in partial.sessions and any(gone in row for row in partial.item_sessions.values())
+        loaded = store.whole_session_model()
+        assert loaded is not None and gone not in loaded.sessions and gone not in loaded.session_ts
+        assert any(gone in row for row in loaded.item_sessions.values())
         for context in contexts:
-            assert gone not in partial.neighbourhood(context).sids
-        assert len(partial.scores_many(contexts)) == len(contexts)
+            assert gone not in loaded.neighbourhood(context).sids
+        assert len(loaded.scores_many(contexts)) == len(contexts)
+    finally:
+        store.close()
+
+
+@pytest.mark.stack
+def test_an_anchor_trimmed_from_every_compared_session_scores_like_the_learned_model(redis_url: str) -> None:
+    """A context item trimmed from a neighbour's list still indexes it. The per-batch reader
+    numbers only the items it loads, so that anchor has no number there; it must vote as an
+    anchor the neighbour does not list, as in the model that learned the same events."""
+    config = PRESETS["sessions"].with_(max_session_length=2, sr_weight=0.0)
+    store, settings = one_partition_store(redis_url, "anchor", config)
+    try:
+        events = [
+            Event(f"e{n}", T0 + n, "u1", item, "click", session_id="s1") for n, item in enumerate("abc")
+        ]
+        feed(store, events, settings, partitions=1)
+        learned = SessionKNN(config)
+        learned.learn(events)
+        context = Context("q", ("a",), T0 + 10, "q")
+        read_back = store.session_model([context])
+        assert read_back is not None and "a" not in read_back.rules.numbers  # never loaded
+        assert learned.neighbours(context) == read_back.neighbours(context) != []
+        assert read_back.scores(context) == learned.scores(context) != {}
     finally:
         store.close()

@@ -204,7 +204,7 @@ class SessionKNN:
     def _forget(self, sid: str, items: list[str]) -> None:
         """Drop an evicted session, also from the index of every item it still lists, so that the
         index is bounded by ``max_sessions`` x ``max_session_length`` and not by the catalogue
-        (a forgotten session never scored anyway: it has no ``distinct`` entry)."""
+        (a forgotten session never scores anyway: it has neither a timestamp nor a size)."""
         self.session_ts.pop(sid, None)
         self.distinct.pop(sid, None)
         self._codes.pop(sid, None)

@@ -22,12 +22,12 @@ import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.evaluation.base import Context
+from engine.session_votes import as_dicts, group_max
 
 if TYPE_CHECKING:
     from engine.session_votes import Votes
@@ -107,13 +107,13 @@ def blend_many(
     every_name = names + list(extra) if extra else names
     if c.trend_weight and model.trend_top > 0:
         weight = c.trend_weight / model.trend_top
-        picked = _names_of(every_name, codes.tolist())
+        picked = [every_name[code] for code in codes.tolist()]
         trend = np.fromiter(map(model.trend.get, picked, repeat(0.0)), np.float64, len(picked))
         scores = scores + weight * trend
     if shortlist is not None:
         kept = _shortlisted(owners, codes, scores, shortlist, width, known_code)
         owners, codes, scores = owners[kept], codes[kept], scores[kept]
-    return _dicts(every_name, owners, codes, scores, len(contexts))
+    return as_dicts(every_name, owners, codes, scores, len(contexts))
 
 
 def _rule_votes(
@@ -126,11 +126,9 @@ def _rule_votes(
     owners, targets, totals = model.rules.votes_many(sources, c.sr_row_norm, divide_by)
     if not len(totals):
         return targets, totals
-    starts = np.flatnonzero(np.diff(owners, prepend=-1))
-    counts = np.diff(np.append(starts, len(owners)))
-    top = np.maximum.reduceat(totals, starts)
-    positive = np.repeat(top > 0, counts)
-    weight = np.repeat(c.sr_weight / np.where(top > 0, top, 1.0), counts)
+    top = group_max(owners, totals)
+    positive = top > 0
+    weight = c.sr_weight / np.where(positive, top, 1.0)
     return (owners * width + targets)[positive], (weight * totals)[positive]
 
 
@@ -172,26 +170,3 @@ def _shortlisted(
 def _known_codes(items: Collection[str], known_code: Callable[[str], int | None]) -> list[int]:
     """The numbers of those ``items`` that have one (an item without one was not scored)."""
     return [code for code in map(known_code, items) if code is not None]
-
-
-def _dicts(
-    names: list[str], owners: np.ndarray, codes: np.ndarray, scores: np.ndarray, n_contexts: int
-) -> list[dict[str, float]]:
-    out: list[dict[str, float]] = [{} for _ in range(n_contexts)]
-    if not len(codes):
-        return out
-    bounds = np.searchsorted(owners, np.arange(n_contexts + 1)).tolist()
-    picked = _names_of(names, codes.tolist())
-    values = scores.tolist()
-    for j in range(n_contexts):
-        lo, hi = bounds[j], bounds[j + 1]
-        if hi > lo:
-            out[j] = dict(zip(picked[lo:hi], values[lo:hi], strict=True))
-    return out
-
-
-def _names_of(names: list[str], codes: list[int]) -> tuple[str, ...]:
-    """``tuple(names[code] for code in codes)``, in C."""
-    if len(codes) == 1:
-        return (names[codes[0]],)
-    return itemgetter(*codes)(names) if codes else ()

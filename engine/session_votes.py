@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -71,14 +72,31 @@ def neighbour_votes(
 ) -> list[dict[str, float]]:
     """Each context's votes per item from its neighbours in ``model``."""
     votes = vote_arrays(model, contexts, neighbours)
-    out: list[dict[str, float]] = [{} for _ in contexts]
-    bounds = np.searchsorted(votes.owners, np.arange(len(contexts) + 1)).tolist()
-    names = model.rules.names
-    codes, scores = votes.codes.tolist(), votes.scores.tolist()
-    for j in range(len(contexts)):
+    return as_dicts(model.rules.names, votes.owners, votes.codes, votes.scores, len(contexts))
+
+
+def as_dicts(
+    names: Sequence[str], owners: np.ndarray, codes: np.ndarray, scores: np.ndarray, n_contexts: int
+) -> list[dict[str, float]]:
+    """Per-context ``{item name: score}`` of entries sorted by context (``owners``)."""
+    out: list[dict[str, float]] = [{} for _ in range(n_contexts)]
+    if not len(codes):
+        return out
+    bounds = np.searchsorted(owners, np.arange(n_contexts + 1)).tolist()
+    code_list = codes.tolist()
+    picked = itemgetter(*code_list)(names) if len(code_list) > 1 else (names[code_list[0]],)
+    values = scores.tolist()
+    for j in range(n_contexts):
         lo, hi = bounds[j], bounds[j + 1]
-        out[j] = {names[code]: score for code, score in zip(codes[lo:hi], scores[lo:hi], strict=True)}
+        if hi > lo:
+            out[j] = dict(zip(picked[lo:hi], values[lo:hi], strict=True))
     return out
+
+
+def group_max(owners: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each entry's group maximum, for entries sorted by group (``owners``, non-empty)."""
+    starts = np.flatnonzero(np.diff(owners, prepend=-1))
+    return np.repeat(np.maximum.reduceat(values, starts), np.diff(np.append(starts, len(owners))))
 
 
 def vote_arrays(
@@ -150,7 +168,5 @@ def vote_arrays(
         sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
         scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
     if normalise and len(scores):
-        starts = np.flatnonzero(np.diff(voted_owner, prepend=-1))
-        top = np.maximum.reduceat(scores, starts)
-        scores = scores / np.repeat(top, np.diff(np.append(starts, len(scores))))
+        scores = scores / group_max(voted_owner, scores)
     return Votes(voted_owner, voted_codes, scores)

@@ -18,6 +18,9 @@ from producers.admin import topic_partitions
 
 log = logging.getLogger("streamrec.runner")
 
+# Logged (with the pid) once a worker handles SIGTERM gracefully: see run_worker.
+WORKER_STARTED = "worker started"
+
 
 def make_store(settings: Settings) -> RedisStore:
     partitions = topic_partitions(settings.kafka, settings.kafka.events_topic)
@@ -87,6 +90,9 @@ def run_worker(
         worker.stop()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Until here a SIGTERM ends the process at once (nothing is in flight yet); from here on it
+    # finishes the current batch first. Supervisors and tests wait for this line.
+    log.info("%s (pid %d); SIGTERM stops it after the current batch", WORKER_STARTED, os.getpid())
     try:
         return worker.run(until_idle=until_idle, max_seconds=max_seconds)
     finally:

@@ -251,26 +251,9 @@ def serve(
             if kind == "stop":
                 return
             try:
-                if kind == "replica":
-                    load_replica(store, recommender, message[1])
-                    conn.send(("ok",))
-                elif kind == "space":
-                    recommender.space = message[1]
-                elif kind == "score":
-                    job: ScoreJob = message[1]
-                    learn(recommender, job)
-                    space = recommender.space
-                    if job.new_vectors and space is not None and hasattr(space, "add_items"):
-                        space.add_items(job.new_vectors)
-                    inputs = read_inputs(store, recommender, job)
-                    conn.send(("read",))
-                    result = rank(recommender, inputs)
-                    result.store_calls = calls.take()
-                    conn.send(("done", result))
-            except StateStoreError as exc:
-                conn.send(("error", "store", str(exc)))
-            except Exception:  # noqa: BLE001 - re-raised in the worker, where it belongs
-                conn.send(("error", "crash", traceback.format_exc()))
+                _handle(conn, store, recommender, calls, message)
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the worker is gone (killed): nobody is left to answer
     finally:
         if unfreeze is not None:
             unfreeze()
@@ -278,3 +261,33 @@ def serve(
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
+
+
+def _handle(
+    conn: Connection, store: Any, recommender: Recommender, calls: StoreCallLog, message: tuple
+) -> None:
+    """One message of the worker (see the module doc), answered on ``conn``."""
+    kind = message[0]
+    try:
+        if kind == "replica":
+            load_replica(store, recommender, message[1])
+            conn.send(("ok",))
+        elif kind == "space":
+            recommender.space = message[1]
+        elif kind == "score":
+            job: ScoreJob = message[1]
+            learn(recommender, job)
+            space = recommender.space
+            if job.new_vectors and space is not None and hasattr(space, "add_items"):
+                space.add_items(job.new_vectors)
+            inputs = read_inputs(store, recommender, job)
+            conn.send(("read",))
+            result = rank(recommender, inputs)
+            result.store_calls = calls.take()
+            conn.send(("done", result))
+    except StateStoreError as exc:
+        conn.send(("error", "store", str(exc)))
+    except (BrokenPipeError, ConnectionResetError):
+        raise  # the worker is gone: serve() ends
+    except Exception:  # noqa: BLE001 - re-raised in the worker, where it belongs
+        conn.send(("error", "crash", traceback.format_exc()))

@@ -121,10 +121,11 @@ def test_sigkill_chaos_keeps_exactly_once(
         producer.start()
         for action in actions:
             # A random moment of steady processing. Tansu (the embedded broker) can leave a group
-            # stuck for good when a member dies inside a join, so the next blow waits until the
-            # group has recovered from the last one; kills inside a rebalance are the crash-points
-            # test's "assigned" and "revoked" steps.
+            # stuck for good when a member dies or leaves inside a join, so the next blow waits
+            # until the group has recovered from the last one and the restarted worker has joined;
+            # kills inside a rebalance are the crash-points test's "assigned" and "revoked" steps.
             time.sleep(rng.uniform(0.3, 2.0))
+            pool.wait_stable(slots)
             slot = rng.randrange(len(slots))
             victim = slots[slot]
             assert victim.alive(), f"worker died on its own:\n{pool.logs()}"
@@ -141,6 +142,7 @@ def test_sigkill_chaos_keeps_exactly_once(
         producer.join()
         lag = wait_for_zero_lag(kafka, timeout_s=180)
         assert not any(lag.values()), f"lag {lag}\n{pool.logs()}"
+        pool.wait_stable(slots)
         for worker in slots:
             assert pool.terminate(worker) == 0, pool.logs()
     finally:

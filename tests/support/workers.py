@@ -15,12 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.runner import WORKER_STARTED
 from producers.kafka import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 _STREAMREC = Path(sys.executable).with_name("streamrec")
 STREAMREC = [str(_STREAMREC)] if _STREAMREC.exists() else [sys.executable, "-m", "deploy.cli"]
 SKIPPED = re.compile(r"skipped (\d+) re-delivered records")
+REBALANCE = re.compile(r"streamrec\.worker (assigned|revoked) partitions")
 
 
 def stack_env(kafka: KafkaSettings, redis_url: str, **extra: object) -> dict[str, str]:
@@ -59,6 +61,11 @@ class WorkerProcess:
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
 
+    def settled(self) -> bool:
+        """Alive, and assigned partitions since its last revocation (see WorkerPool.wait_stable)."""
+        rebalances = REBALANCE.findall(self.text())
+        return self.alive() and bool(rebalances) and rebalances[-1] == "assigned"
+
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -94,9 +101,32 @@ class WorkerPool:
         worker.wait(10)
 
     def terminate(self, worker: WorkerProcess, timeout: float = 60.0) -> int:
-        """SIGTERM: the worker finishes its batch, leaves the group and exits."""
+        """SIGTERM: the worker finishes its batch, leaves the group and exits (0).
+
+        Sent once the worker handles it: a process still starting up (importing, on a loaded
+        machine that can take seconds) would die of the signal instead, which is no test of
+        the graceful stop."""
+        deadline = time.monotonic() + timeout
+        started = f"{WORKER_STARTED} (pid {worker.pid})"
+        while worker.alive() and started not in worker.text():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {worker.pid} never started:\n{worker.text()[-3000:]}")
+            time.sleep(0.1)
         worker.signal(signal.SIGTERM)
-        return worker.wait(timeout)
+        return worker.wait(max(deadline - time.monotonic(), 10.0))
+
+    def wait_stable(self, workers: list[WorkerProcess], timeout: float = 90.0) -> None:
+        """Wait until each of ``workers`` has joined the group and holds its assignment (its log's
+        last rebalance line is an assignment): no join is in progress.
+
+        The embedded broker (Tansu) can leave a group stuck for good when a member dies or leaves
+        inside a join, so the chaos tests strike only a settled group; the crash-points test covers
+        the rebalance steps themselves."""
+        deadline = time.monotonic() + timeout
+        while not all(w.settled() for w in workers):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the group did not settle within {timeout:.0f} s\n{self.logs()}")
+            time.sleep(0.1)
 
     def alive(self) -> list[WorkerProcess]:
         return [w for w in self.started if w.alive()]

@@ -300,7 +300,7 @@ class SessionKNN:
         if stamps is None:  # recent is list(sim)
             values = np.fromiter(sim.values(), np.float64, n)
         else:
-            values = np.fromiter(map(sim.__getitem__, recent), np.float64, n)
+            values = lookup(sim, recent, 0.0)
         # A session the model indexes but does not hold is no neighbour. Sizes are looked up only
         # when the similarity needs them; else the timestamps tell, where they mark held sessions.
         distinct = self.distinct
@@ -345,7 +345,7 @@ class SessionKNN:
             for start, end in zip(starts, ends, strict=True):
                 sids[start : end + 1] = sorted(sids[start : end + 1], reverse=True)
         sids = sids[: c.k]
-        anchors = np.fromiter(map(anchor.__getitem__, sids), np.int64, len(sids))
+        anchors = lookup(anchor, sids, 0, np.int64)
         return Neighbourhood(sids, ranked[: c.k], anchors)
 
     def knn_scores(self, context: Context) -> dict[str, float]:
@@ -456,13 +456,17 @@ def _pick(values: list[str], positions: np.ndarray) -> list[str]:
     return list(itemgetter(*positions.tolist())(values))
 
 
-def lookup(mapping: dict[str, Any], keys: list[str], default: float) -> np.ndarray:
-    """``[mapping.get(key, default) for key in keys]`` as float64, at C speed when every key is
-    there (the usual case; the lookup with a default is about twice as slow)."""
+def lookup(mapping: dict[str, Any], keys: list[str], default: float, dtype: Any = np.float64) -> np.ndarray:
+    """``[mapping.get(key, default) for key in keys]`` as an array, at C speed when every key is
+    there (the usual case: one ``itemgetter`` call, a third faster than ``map`` over
+    ``__getitem__``; the lookup with a default is about twice as slow)."""
+    n = len(keys)
+    if n < 2:
+        return np.array([mapping.get(key, default) for key in keys], dtype)
     try:
-        return np.fromiter(map(mapping.__getitem__, keys), np.float64, len(keys))
+        return np.array(itemgetter(*keys)(mapping), dtype)
     except KeyError:
-        return np.fromiter(map(mapping.get, keys, repeat(default)), np.float64, len(keys))
+        return np.fromiter(map(mapping.get, keys, repeat(default)), dtype, n)
 
 
 def preset_for_engine(session_model: str) -> SessionKNNConfig | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,30 @@ class EngineSettings(BaseSettings):
         "PRESETS): `sessions` for session-based shops, `users` for long user histories; `off`: "
         "co-occurrence scoring",
     )
+
+    cooccurrence_rows: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="keep the symmetric co-occurrence rows (`co:<item>`, `cooccurrence_window` items "
+        "apart) in the state: `auto` keeps them only when they rank (`session_model` off); with the "
+        "session model on, its sequential-rule rows are the item-item co-occurrence that ranks, and "
+        "they also give cold items their vectors. Changing it on a live state needs a replay",
+    )
+
+    @model_validator(mode="after")
+    def _rows_that_rank(self) -> EngineSettings:
+        if self.session_model == "off" and self.cooccurrence_rows == "off":
+            raise ValueError(
+                "cooccurrence_rows=off needs a session model: with session_model=off the "
+                "co-occurrence rows are what ranks"
+            )
+        return self
+
+    @property
+    def keeps_cooccurrence(self) -> bool:
+        """Whether batches write the co-occurrence rows (see ``cooccurrence_rows``)."""
+        if self.cooccurrence_rows == "auto":
+            return self.session_model == "off"
+        return self.cooccurrence_rows == "on"
 
     def type_weight(self, event_type: str) -> float:
         return float(getattr(self, f"weight_{event_type}"))

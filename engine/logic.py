@@ -7,11 +7,14 @@ state with it, so there is one definition of what an event does to the state.
 >>> from engine.config import EngineSettings
 >>> from engine.events import Event
 >>> events = [Event("e1", 1e9, "u", "a", "view"), Event("e2", 1e9 + 5, "u", "b", "purchase")]
->>> delta = compute_delta(0, [(10, events[0]), (11, events[1])], {}, PartitionMeta(), EngineSettings())
+>>> delta = compute_delta(0, [(10, events[0]), (11, events[1])], {}, PartitionMeta(), EngineSettings(cooccurrence_rows="on"))
 >>> delta.history["u"], delta.purchases["u"], delta.last_offset
 (['a', 'b'], ['b'], 11)
 >>> round(delta.cooccurrence["a"]["b"], 3)  # purchase weight 5 x distance-1 factor 1.0
 5.0
+>>> # by default the rows are kept only where they rank: with the session model off
+>>> compute_delta(0, [(10, events[0]), (11, events[1])], {}, PartitionMeta(), EngineSettings()).cooccurrence
+{}
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ def compute_delta(
     working: dict[str, UserState] = {}
     session_model = settings.session_model
     item_vectors = space.vectors({e.item_id for _, e in records}) if space is not None else {}
-    window = settings.cooccurrence_window
+    # no earlier item is paired when the rows are not kept (EngineSettings.cooccurrence_rows)
+    window = settings.cooccurrence_window if settings.keeps_cooccurrence else 0
     decay = settings.cooccurrence_decay
     for _, event in records:
         user = event.user_id

@@ -134,7 +134,9 @@ class CooccurrenceModel:
         self, settings: EngineSettings | None = None, batch_size: int = 500, trending_refresh: int = 100
     ) -> None:
         # The co-occurrence scorer alone: the session model is evaluated as a model of its own.
-        self.settings = settings or EngineSettings(session_model="off")
+        self.settings = settings or EngineSettings(session_model="off", cooccurrence_rows="on")
+        if not self.settings.keeps_cooccurrence:
+            raise ValueError("the co-occurrence baseline needs settings that keep the co-occurrence rows")
         self.store = MemoryStore(1, self.settings)
         self.batch_size = batch_size
         self.trending_refresh = trending_refresh

@@ -90,7 +90,9 @@ class StateStore(Protocol):
     def profiles(self, partition: int, users: Iterable[str]) -> dict[str, UserProfile]: ...
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
-        """The strongest ``n`` neighbours of each item, merged over partitions."""
+        """The strongest ``n`` neighbours of each item, merged over partitions: its co-occurrence
+        row, or its session model's rule row (the items that followed it) where the co-occurrence
+        rows are not kept (``EngineSettings.cooccurrence_rows``)."""
         ...
 
     def trending(self, n: int) -> list[tuple[str, float]]:

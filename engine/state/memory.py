@@ -124,8 +124,12 @@ class MemoryStore:
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
+        rules = None if self.settings.keeps_cooccurrence or self._sessions is None else self._sessions.rules
         for item in items:
-            merged = merge_weights(part.cooccurrence.get(item, {}) for part in self._parts)
+            if rules is not None:
+                merged = rules.row(item)
+            else:
+                merged = merge_weights(part.cooccurrence.get(item, {}) for part in self._parts)
             keep_strongest(merged, n)
             out[item] = merged
         return out

@@ -9,7 +9,8 @@ touches into one Redis Cluster slot, so the atomic write never spans slots::
     <prefix>:{p}:seen:<user>   zset: recent event ids by timestamp (dedup window, trimmed)
     <prefix>:{p}:s:<user>      hash: current session id and last timestamp
     <prefix>:{p}:rd:<user>     string: digest of the last published recommendations
-    <prefix>:{p}:co:<item>     zset: neighbour -> co-occurrence weight (trimmed)
+    <prefix>:{p}:co:<item>     zset: neighbour -> co-occurrence weight (trimmed; only where they
+                               rank, see EngineSettings.cooccurrence_rows)
     <prefix>:{p}:pop           zset: item -> forward-decayed popularity
     <prefix>:{p}:uv:<user>     hash: user embedding (float32 bytes) and its model version
 """
@@ -294,6 +295,7 @@ class RedisStore:
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:
         items = list(dict.fromkeys(items))
         last = n - 1 if self.partitions == 1 else -1
+        row = "co:" if self.engine.keeps_cooccurrence else "r:"
 
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -301,7 +303,7 @@ class RedisStore:
                 for p in range(self.partitions):
                     # Whole rows (bounded by trimming): an item strong in several partitions but
                     # in no single partition's top n must still make the merged top n.
-                    pipe.zrevrange(self._base(p) + "co:" + item, 0, last, withscores=True)
+                    pipe.zrevrange(self._base(p) + row + item, 0, last, withscores=True)
             return pipe.execute()
 
         replies = self._call(run, "neighbours")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from consumers.worker import Worker
 from engine.config import EngineSettings
@@ -22,8 +23,11 @@ def _space(version: str, vectors: dict[str, list[float]]) -> IndexedSpace:
     return IndexedSpace(version, ids, matrix, index)
 
 
-def test_new_items_join_the_delta_and_a_published_space_is_swapped_in() -> None:
-    engine = EngineSettings()
+# auto (the default, with the session model on): cold items' vectors come from the rule rows;
+# on: from the co-occurrence rows.
+@pytest.mark.parametrize("rows", ["auto", "on"])
+def test_new_items_join_the_delta_and_a_published_space_is_swapped_in(rows: str) -> None:
+    engine = EngineSettings(cooccurrence_rows=rows)
     store = MemoryStore(1, engine)
     published: list[IndexedSpace] = [_space("v1", {"a": [1, 0, 0], "b": [0, 1, 0], "z": [0, 0, 1]})]
     worker = Worker(

@@ -70,14 +70,15 @@ def test_replay_run_verify_recommend(kafka_settings: KafkaSettings, redis_url: s
 
     # Tamper with the state as a double-applied batch would: verify must notice and exit 1.
     client = redis.Redis.from_url(redis_url)
-    key = next(iter(client.scan_iter(match="sr:{*}:co:*")))
+    # (The default keeps no co-occurrence rows beside the session model: popularity is what doubles.)
+    key = next(iter(client.scan_iter(match="sr:{*}:pop")))
     member, weight = client.zrevrange(key, 0, 0, withscores=True)[0]
     client.zincrby(key, weight, member)
     broken = _cli(["verify", "--json"], env, tmp_path, ok=False)
     assert broken.returncode == 1
     report = orjson.loads(broken.stdout)
     assert report["ok"] is False
-    assert any(m["what"] == "cooccurrence" for m in report["mismatches"])
+    assert any(m["what"] == "popularity" for m in report["mismatches"])
 
 
 def test_clear_error_without_a_broker(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from engine.state.memory import MemoryStore
 from engine.verify import compare_partition
 
 T0 = 1_700_000_000.0
-DEFAULTS = EngineSettings()
+DEFAULTS = EngineSettings(cooccurrence_rows="on")  # these tests pin the co-occurrence rows
 
 
 def ev(
@@ -66,7 +66,7 @@ def test_cooccurrence_type_weights_and_distance_decay() -> None:
 
 
 def test_cooccurrence_window_and_custom_decay() -> None:
-    settings = EngineSettings(cooccurrence_window=2, cooccurrence_decay=0.5)
+    settings = EngineSettings(cooccurrence_window=2, cooccurrence_decay=0.5, cooccurrence_rows="on")
     delta = delta_of([ev(str(i), item) for i, item in enumerate("abcd")], settings)
     assert pairs(delta) == pytest.approx(
         {
@@ -108,7 +108,7 @@ def test_users_do_not_pair_with_each_other() -> None:
 
 
 def test_history_is_oldest_first_in_the_delta_and_truncation_limits_pairs() -> None:
-    settings = EngineSettings(history_length=2)
+    settings = EngineSettings(history_length=2, cooccurrence_rows="on")
     delta = delta_of([ev(str(i), item) for i, item in enumerate("abcd")], settings)
     assert delta.history == {"u": ["a", "b", "c", "d"]}  # the delta carries every item
     # d sees only the truncated history [c, b]: no a-d pair although the window is 5.
@@ -129,7 +129,7 @@ def test_history_is_oldest_first_in_the_delta_and_truncation_limits_pairs() -> N
 
 
 def test_store_keeps_most_recent_first_truncated_history() -> None:
-    settings = EngineSettings(history_length=3)
+    settings = EngineSettings(history_length=3, cooccurrence_rows="on")
     store = MemoryStore(1, settings)
     store.apply(delta_of([ev(str(i), item) for i, item in enumerate("abcde")], settings))
     assert store.profiles(0, ["u"])["u"].history == ["e", "d", "c"]
@@ -321,9 +321,15 @@ def generated() -> list[Event]:
 @pytest.mark.parametrize(
     "settings",
     [
-        EngineSettings(),
+        EngineSettings(cooccurrence_rows="on"),
         # Short half-life: many epoch rebases; short history and dedup window: lots of trimming.
-        EngineSettings(popularity_half_life_s=60.0, history_length=3, dedup_window=4, cooccurrence_window=2),
+        EngineSettings(
+            popularity_half_life_s=60.0,
+            history_length=3,
+            dedup_window=4,
+            cooccurrence_window=2,
+            cooccurrence_rows="on",
+        ),
     ],
     ids=["defaults", "rebase-and-trim"],
 )

@@ -15,7 +15,7 @@ from engine.state.base import PartitionSnapshot
 from engine.state.memory import MemoryStore
 from engine.verify import Mismatch, compare_partition, rebuild, verify_store
 
-SETTINGS = EngineSettings(max_neighbours=2, history_length=5, dedup_window=50)
+SETTINGS = EngineSettings(max_neighbours=2, history_length=5, dedup_window=50, cooccurrence_rows="on")
 T0 = 1_700_000_000.0
 
 
@@ -48,7 +48,7 @@ def test_rebuild_matches_itself(records: dict[int, list[RawRecord]]) -> None:
     oracle = rebuild(records, 2, SETTINGS)
     again = rebuild(records, 2, SETTINGS, batch_size=17)
     # compare_partition takes `actual` to be a trimmed store; compare two oracles with a high bound.
-    untrimmed = EngineSettings(max_neighbours=1000, history_length=5, dedup_window=50)
+    untrimmed = EngineSettings(max_neighbours=1000, history_length=5, dedup_window=50, cooccurrence_rows="on")
     for p in range(2):
         assert compare_partition(p, oracle.snapshot(p), again.snapshot(p), untrimmed) == []
     assert oracle.snapshot(1).invalid == 1
@@ -133,7 +133,7 @@ def test_tampered_snapshots_are_reported(pair: tuple[PartitionSnapshot, Partitio
 
 
 def test_popularity_is_compared_at_one_time() -> None:
-    settings = EngineSettings(popularity_half_life_s=100.0)
+    settings = EngineSettings(popularity_half_life_s=100.0, cooccurrence_rows="on")
     expected = PartitionSnapshot(popularity={"a": 8.0, "b": 1.0}, popularity_epoch=T0)
     same_later = PartitionSnapshot(popularity={"a": 2.0, "b": 0.25}, popularity_epoch=T0 + 200)
     assert compare_partition(0, expected, same_later, settings) == []

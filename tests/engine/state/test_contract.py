@@ -24,7 +24,9 @@ from engine.state.memory import MemoryStore
 from engine.state.redis_store import RedisSettings, RedisStore
 from engine.verify import compare_partition
 
-SETTINGS = EngineSettings(max_neighbours=3, history_length=4, dedup_window=5)
+# The co-occurrence rows kept (as where they rank) so that their contract is tested; see
+# test_without_cooccurrence_rows_neighbours_are_rule_rows for the default with the session model.
+SETTINGS = EngineSettings(max_neighbours=3, history_length=4, dedup_window=5, cooccurrence_rows="on")
 HL = SETTINGS.popularity_half_life_s
 T0 = 1_700_000_000.0
 
@@ -373,6 +375,28 @@ class TestStateStoreContract:
         store.apply(StateDelta(1, -1, 0, cooccurrence={"x": {"c": 5.0, "b": 4.0}}, popularity_epoch=T0))
         assert store.neighbours(["x"], 3) == {"x": {"b": 8.0, "a": 5.0, "c": 5.0}}
         assert store.neighbours(["x"], 1) == {"x": {"b": 8.0}}
+
+    def test_without_cooccurrence_rows_neighbours_are_rule_rows(
+        self, backend: str, request: pytest.FixtureRequest
+    ) -> None:
+        # The default with the session model on: no co-occurrence rows are written, and an item's
+        # neighbours (what cold items' vectors are made of) are the items that followed it.
+        settings = EngineSettings()
+        assert settings.session_model == "sessions" and not settings.keeps_cooccurrence
+        if backend == "memory":
+            target: StateStore = MemoryStore(2, settings)
+        else:
+            url = request.getfixturevalue("redis_url")
+            target = RedisStore(RedisSettings(url=url, key_prefix="rules"), partitions=2, engine=settings)
+        processor = BatchProcessor(target, settings)
+        s1 = [ev(f"e{n}", item, ts=T0 + n, session="s1") for n, item in enumerate("abc")]
+        s2 = [ev(f"f{n}", item, ts=T0 + n, user="u2", session="s2") for n, item in enumerate("ac")]
+        processor.process(0, [RawRecord(0, n, encode_event(e)) for n, e in enumerate(s1)])
+        processor.process(1, [RawRecord(1, n, encode_event(e)) for n, e in enumerate(s2)])
+        assert target.snapshot(0).cooccurrence == {} and target.snapshot(1).cooccurrence == {}
+        # a->b 1 and a->c 1/2 (two steps) in partition 0, a->c 1 in partition 1, merged
+        assert target.neighbours(["a", "c", "zz"], 5) == {"a": {"c": 1.5, "b": 1.0}, "c": {}, "zz": {}}
+        assert target.neighbours(["a"], 1) == {"a": {"c": 1.5}}
 
     def test_trending_merges_partitions_before_the_cut(
         self, store: StateStore, backend: str, request: pytest.FixtureRequest

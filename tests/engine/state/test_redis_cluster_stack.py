@@ -35,7 +35,7 @@ pytestmark = pytest.mark.stack
 MASTERS = 3
 SLOTS = 16384
 PARTITIONS = 8
-SETTINGS = EngineSettings(max_neighbours=3, history_length=6, dedup_window=40)
+SETTINGS = EngineSettings(max_neighbours=3, history_length=6, dedup_window=40, cooccurrence_rows="on")
 
 
 def _wait(check, what: str, timeout: float = 20.0) -> None:

@@ -24,7 +24,8 @@ from engine.pipeline import BatchProcessor, RawRecord
 from engine.state.memory import MemoryStore
 from engine.state.redis_store import RedisSettings, RedisStore
 
-SETTINGS = EngineSettings(max_neighbours=3, history_length=4, dedup_window=5)
+# Co-occurrence rows on beside the session model: every kind of key is written.
+SETTINGS = EngineSettings(max_neighbours=3, history_length=4, dedup_window=5, cooccurrence_rows="on")
 T0 = 1_700_000_000.0
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -446,9 +446,19 @@ def bench(
     existing_stack: Annotated[
         bool, typer.Option("--existing-stack", help="use the configured stack instead of starting one")
     ] = False,
+    users: Annotated[int, typer.Option(min=1, help="ingest, latency: generator users")] = 20_000,
+    session_gap_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0001,
+            help="ingest, latency: mean seconds between session starts (30: a log replayed fast, ~5 "
+            "sessions open at once; e.g. 0.001 with --users 1000000: a live stream, ~1 event per user a poll)",
+        ),
+    ] = 30.0,
 ) -> None:
     """Speed report: ingest throughput (+ Faust and naive peers), latency, ANN, training."""
     from deploy.bench import SUITES, BenchOptions, run_benchmarks
+    from deploy.bench.common import StreamShape
     from deploy.bench.report import show, write_json
 
     logging.getLogger("streamrec.bench").setLevel(logging.INFO)  # progress of long runs
@@ -463,7 +473,7 @@ def bench(
             ef_search=[int(n) for n in ef_search.split(",") if n.strip()],
             nprobe=[int(n) for n in nprobe.split(",") if n.strip()],
             ef_construction=ef_construction, train_events=train_events, train_epochs=train_epochs,
-            use_existing_stack=existing_stack,
+            use_existing_stack=existing_stack, stream=StreamShape(users, session_gap_s),
         )  # fmt: skip
         results = run_benchmarks(suites, options)
     except ValueError as exc:

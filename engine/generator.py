@@ -45,14 +45,18 @@ def generate_events(
     n_items: int = 5000,
     seed: int = 0,
     start_ts: float = 1_700_000_000.0,
+    session_gap_s: float = MEAN_SESSION_GAP_S,
 ) -> list[Event]:
     """``n_events`` events from ``n_users`` users over ``n_items`` items, sorted by timestamp.
 
     The same arguments always give the same events, ids included
     (``make_event_id("gen", seed, index, user_id, item_id, ts, type)``, index after sorting).
+    ``session_gap_s`` is the mean time between the starts of consecutive sessions: a session lasts
+    ~``MEAN_SESSION_EVENTS x MEAN_EVENT_GAP_S`` (150 s), so the default keeps ~5 sessions open at
+    once, and a smaller gap more (as many as the users allow: a user's sessions never overlap).
     """
-    if n_events < 0 or n_users < 1 or n_items < 1:
-        raise ValueError("need n_events >= 0, n_users >= 1 and n_items >= 1")
+    if n_events < 0 or n_users < 1 or n_items < 1 or not session_gap_s > 0:
+        raise ValueError("need n_events >= 0, n_users >= 1, n_items >= 1 and session_gap_s > 0")
     rng = np.random.default_rng(seed)
 
     # Catalogue: popularity by Zipf rank, categories of uneven size, prices per category level.
@@ -94,7 +98,7 @@ def generate_events(
     # Randomness drawn in bulk: per session (at most n_events sessions) and per event.
     session_len = rng.geometric(1.0 / MEAN_SESSION_EVENTS, size=n_events).tolist()
     session_user = rng.choice(n_users, size=n_events, p=activity / activity.sum()).tolist()
-    session_gap = rng.exponential(MEAN_SESSION_GAP_S, size=n_events).tolist()
+    session_gap = rng.exponential(session_gap_s, size=n_events).tolist()
     event_gap = (1.0 + rng.exponential(MEAN_EVENT_GAP_S - 1.0, size=n_events)).tolist()
     u_action, u_pref, u_item, u_pick = rng.random((4, n_events)).tolist()
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploy.bench.common import bench_stack, cpu_count
+from deploy.bench.common import StreamShape, bench_stack, cpu_count
 from engine.errors import StreamrecError
 
 SUITES = ("ingest", "latency", "ann", "train")
@@ -42,6 +42,7 @@ class BenchOptions:
     train_epochs: int = 10
     use_existing_stack: bool = False
     seed: int = 0
+    stream: StreamShape = field(default_factory=StreamShape)
 
 
 def _git_revision() -> str | None:
@@ -88,7 +89,7 @@ def run_benchmarks(suites: list[str], options: BenchOptions) -> dict[str, Any]:
                 results["ingest"] = _guarded(
                     run_ingest,
                     stack, options.events, options.workers, options.peers, options.peer_events,
-                    options.profile, seed=options.seed,
+                    options.profile, seed=options.seed, shape=options.stream,
                 )  # fmt: skip
             if "latency" in suites:
                 from deploy.bench.latency import run_latency
@@ -96,7 +97,7 @@ def run_benchmarks(suites: list[str], options: BenchOptions) -> dict[str, Any]:
                 results["latency"] = _guarded(
                     run_latency,
                     stack, options.rates, options.duration_s, options.warmup_events,
-                    options.poll_timeout_s, options.fetch_wait_ms, options.seed,
+                    options.poll_timeout_s, options.fetch_wait_ms, options.seed, options.stream,
                 )  # fmt: skip
     if "ann" in suites:
         from deploy.bench.ann import run_ann

@@ -12,7 +12,7 @@ import os
 import resource
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 from deploy.settings import Settings, load_settings
 from engine.errors import StreamrecError
 from engine.events import Event
-from engine.generator import generate_events
+from engine.generator import MEAN_SESSION_GAP_S, generate_events
 from producers.admin import ensure_topics
 from producers.kafka import KafkaSettings
 
@@ -34,6 +34,29 @@ GEN_USERS = 20_000
 GEN_ITEMS = 50_000
 #: Events generated per call; a big replay is generated and produced chunk by chunk.
 GEN_CHUNK = 200_000
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """The generator stream a bench replays. The default is a log of a mid-size shop replayed much
+    faster than it was recorded: ~5 sessions open at once, so a poll of 2,000 events holds ~330
+    users with ~6 events each and each is scored once per poll. A live stream at the same rate has
+    as many open sessions as users active in the last minutes: a small ``session_gap_s`` and many
+    ``users`` give that shape (nearly one event per user per poll)."""
+
+    users: int = GEN_USERS
+    session_gap_s: float = MEAN_SESSION_GAP_S
+
+    def describe(self, users_per_batch: Sequence[int]) -> dict[str, float]:
+        """The shape's settings and what it gave (see :func:`users_per_batch`)."""
+        mean = sum(users_per_batch) / len(users_per_batch) if users_per_batch else 0.0
+        return {"users": self.users, "session_gap_s": self.session_gap_s, "users_per_batch": round(mean, 1)}
+
+
+def users_per_batch(events: Sequence[Event], batch_size: int) -> list[int]:
+    """Distinct users in each ``batch_size`` consecutive events: about a poll's users, as polls
+    are batch-sized under a backlog (a poll reads several partitions, each in this order)."""
+    return [len({e.user_id for e in events[i : i + batch_size]}) for i in range(0, len(events), batch_size)]
 
 
 @dataclass(frozen=True)
@@ -123,7 +146,7 @@ def drop_keys(redis_url: str, prefix: str) -> int:
         client.close()
 
 
-def event_chunks(n_events: int, seed: int = 0) -> Iterator[list[Event]]:
+def event_chunks(n_events: int, seed: int = 0, shape: StreamShape = StreamShape()) -> Iterator[list[Event]]:
     """``n_events`` generator events in chunks of at most :data:`GEN_CHUNK`, in time order.
 
     Each chunk is its own generator run (its own seed, starting after the previous chunk's last
@@ -135,7 +158,12 @@ def event_chunks(n_events: int, seed: int = 0) -> Iterator[list[Event]]:
     while produced < n_events:
         size = min(GEN_CHUNK, n_events - produced)
         chunk = generate_events(
-            size, n_users=GEN_USERS, n_items=GEN_ITEMS, seed=seed * 100_003 + chunk_no, start_ts=start_ts
+            size,
+            n_users=shape.users,
+            n_items=GEN_ITEMS,
+            seed=seed * 100_003 + chunk_no,
+            start_ts=start_ts,
+            session_gap_s=shape.session_gap_s,
         )
         if chunk:
             start_ts = chunk[-1].ts + 1.0
@@ -144,11 +172,23 @@ def event_chunks(n_events: int, seed: int = 0) -> Iterator[list[Event]]:
         chunk_no += 1
 
 
-def produce_events(n_events: int, kafka: KafkaSettings, seed: int = 0) -> int:
-    """Replay ``n_events`` generator events into ``kafka.events_topic`` as fast as possible."""
+def produce_events(
+    n_events: int,
+    kafka: KafkaSettings,
+    seed: int = 0,
+    shape: StreamShape = StreamShape(),
+    seen: Callable[[list[Event]], None] | None = None,
+) -> int:
+    """Replay ``n_events`` generator events into ``kafka.events_topic`` as fast as possible
+    (``seen`` gets each chunk first)."""
     from producers.replay import replay_events
 
-    return sum(replay_events(chunk, kafka) for chunk in event_chunks(n_events, seed))
+    produced = 0
+    for chunk in event_chunks(n_events, seed, shape):
+        if seen is not None:
+            seen(chunk)
+        produced += replay_events(chunk, kafka)
+    return produced
 
 
 def peak_rss_mb(children: bool = False) -> float:

@@ -24,6 +24,7 @@ from consumers.worker import Worker
 from deploy.bench.common import (
     BenchError,
     BenchStack,
+    StreamShape,
     child_pids,
     drop_keys,
     own_cpu_s,
@@ -31,6 +32,7 @@ from deploy.bench.common import (
     process_cpu_s,
     produce_events,
     run_settings,
+    users_per_batch,
 )
 from deploy.settings import Settings
 from engine.state.redis_store import connect
@@ -228,11 +230,19 @@ def run_ingest(
     max_seconds: float | None = None,
     seed: int = 0,
     sample_every_s: float = 30.0,
+    shape: StreamShape = StreamShape(),
 ) -> dict[str, Any]:
     settings = run_settings(stack, "ingest", stack.partitions)
     memory_before = redis_memory(settings)
     started = time.monotonic()
-    produced = produce_events(n_events, settings.kafka, seed)
+    batches: list[int] = []
+    produced = produce_events(
+        n_events,
+        settings.kafka,
+        seed,
+        shape,
+        lambda chunk: batches.extend(users_per_batch(chunk, settings.worker.batch_size)),
+    )
     produce_s = time.monotonic() - started
     # Generous: a worker far slower than the slowest measured one (~1,000 events/s) is a failure.
     max_seconds = max_seconds or max(3600.0, n_events / 200.0)
@@ -247,6 +257,7 @@ def run_ingest(
         "workers": workers,
         "partitions": stack.partitions,
         "batch_size": settings.worker.batch_size,
+        "stream": shape.describe(batches),
         **summarise_workers(reports),
     }
     result["memory_timeline"] = timeline

@@ -29,6 +29,7 @@ from consumers.offsets import group_lag
 from deploy.bench.common import (
     BenchError,
     BenchStack,
+    StreamShape,
     child_pids,
     drop_keys,
     event_chunks,
@@ -36,6 +37,7 @@ from deploy.bench.common import (
     process_cpu_s,
     produce_events,
     run_settings,
+    users_per_batch,
 )
 from deploy.settings import Settings
 from engine.events import Event, encode_event
@@ -258,13 +260,14 @@ def run_latency(
     poll_timeout_s: float | None = None,
     fetch_wait_ms: int | None = None,
     seed: int = 0,
+    shape: StreamShape = StreamShape(),
 ) -> dict[str, Any]:
     settings = run_settings(stack, "latency", stack.partitions)
     if poll_timeout_s is not None:
         settings.worker = settings.worker.model_copy(update={"poll_timeout_s": poll_timeout_s})
     if fetch_wait_ms is not None and "fetch_wait_max_ms" in type(settings.worker).model_fields:
         settings.worker = settings.worker.model_copy(update={"fetch_wait_max_ms": fetch_wait_ms})
-    produce_events(warmup_events, settings.kafka, seed)
+    produce_events(warmup_events, settings.kafka, seed, shape)
     budget = 120.0 + len(rates) * (duration_s + 60.0)
     ctx = multiprocessing.get_context("spawn")
     worker = ctx.Process(target=_worker_process, args=(settings, budget, fetch_wait_ms))
@@ -280,8 +283,9 @@ def run_latency(
         if _wait_caught_up(settings.kafka, worker, timeout_s=300.0):
             raise BenchError("the worker did not apply the warm-up events within 300 s")
         # Later events continue the warm-up's stream: same users and items, later timestamps.
-        source = event_chunks(warmup_events + int(sum(rates) * duration_s), seed)
+        source = event_chunks(warmup_events + int(sum(rates) * duration_s), seed, shape)
         pending: list[Event] = [e for chunk in source for e in chunk][warmup_events:]
+        stream = shape.describe(users_per_batch(pending, settings.worker.batch_size))
         for phase_no, rate in enumerate(rates):
             n = int(rate * duration_s)
             events, pending = pending[:n], pending[n:]
@@ -332,6 +336,7 @@ def run_latency(
     first = phases[str(int(rates[0]))]
     return {
         "rates": phases,
+        "stream": stream,
         "p50_ms": first["p50_ms"],
         "p95_ms": first["p95_ms"],
         "p99_ms": first["p99_ms"],

@@ -10,6 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 
+def _stream_line(stream: dict[str, Any], batch_size: int) -> str:
+    return (
+        f"stream: generator, {stream['users']:,} users, a session started every {stream['session_gap_s']:g} s "
+        f"on average; {stream['users_per_batch']:,.0f} distinct users per {batch_size:,} events"
+    )
+
+
 def _f(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -39,6 +46,8 @@ def show(console: Console, results: dict[str, Any]) -> None:
         if r.get("cpu_us_per_event"):
             parts = ", ".join(f"{name} {us:.0f}" for name, us in r["cpu_us_per_event"].items())
             console.print(f"CPU per event (µs): {parts}")
+        if r.get("stream"):
+            console.print(_stream_line(r["stream"], r["batch_size"]))
         if "profile" in r:
             prof = Table("function", "calls", "own %", "cumulative %", title="worker profile (cProfile)")
             for row in r["profile"]:
@@ -58,6 +67,8 @@ def show(console: Console, results: dict[str, Any]) -> None:
                 "yes" if phase["kept_up"] else f"no (lag {phase['backlog']:,})",
             )  # fmt: skip
         console.print(table)
+        if r.get("stream"):
+            console.print(_stream_line(r["stream"], r["worker_batch_size"]))
         for phase in r["rates"].values():
             to_worker, hop = phase.get("to_worker_produce") or {}, phase.get("recs_topic_hop") or {}
             cpu = ", ".join(f"{name} {pct:.0f}%" for name, pct in (phase.get("cpu_pct") or {}).items())

@@ -17,10 +17,19 @@ import orjson
 import pytest
 
 from deploy.bench.ann import clustered_vectors, recall_at_k, run_ann
-from deploy.bench.common import BenchStack, percentile, process_cpu_s, produce_events, run_settings
+from deploy.bench.common import (
+    BenchStack,
+    StreamShape,
+    percentile,
+    process_cpu_s,
+    produce_events,
+    run_settings,
+    users_per_batch,
+)
 from deploy.bench.latency import _cpu_shares, _latencies
 from deploy.bench.train import run_train
 from deploy.stack import StackInfo
+from engine.events import Event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +39,15 @@ def _stack(stack: StackInfo, redis_url: str) -> BenchStack:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_stream_shape_counts_distinct_users_per_batch() -> None:
+    events = [Event(f"e{n}", 1e9 + n, f"u{n % 3}", "i", "view") for n in range(7)]
+    assert users_per_batch(events, 4) == [3, 3]  # u0 u1 u2 u0 | u1 u2 u0
+    assert users_per_batch([], 4) == []
+    shape = StreamShape(users=10, session_gap_s=0.5)
+    assert shape.describe([3, 2]) == {"users": 10, "session_gap_s": 0.5, "users_per_batch": 2.5}
+    assert shape.describe([])["users_per_batch"] == 0.0
 
 
 def test_percentile_interpolates_and_handles_empty() -> None:
@@ -168,6 +186,10 @@ def test_ingest_bench_consumes_every_produced_event(stack: StackInfo, redis_url:
         assert result["cpu_us_per_event"]["scorer"] > 0
     assert result["redis_keys"] > 0 and result["redis_used_memory_mb"] > 0
     assert "warning" not in result
+    # what the stream was: the default shape, 3,000 events in one window of the batch size
+    stream = result["stream"]
+    assert (stream["users"], stream["session_gap_s"]) == (20_000, 30.0)
+    assert 0 < stream["users_per_batch"] < 3000 // 2
     # the long-replay timeline: lag, Redis memory and the workers' RSS while they run
     timeline = result["memory_timeline"]
     assert timeline and all(p["used_memory_mb"] > 0 and p["workers_rss_mb"] > 0 for p in timeline)

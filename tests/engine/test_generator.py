@@ -128,7 +128,21 @@ def test_round_trips_through_the_events_csv(tmp_path: Path) -> None:
     assert load_events(path, "events") == evs
 
 
+def test_a_shorter_session_gap_keeps_more_sessions_open() -> None:
+    def users_per_window(evs: list[Event]) -> float:
+        windows = [len({e.user_id for e in evs[i : i + 500]}) for i in range(0, len(evs), 500)]
+        return sum(windows) / len(windows)
+
+    replay = generate_events(5000, n_users=50_000, n_items=1000, seed=4)
+    live = generate_events(5000, n_users=50_000, n_items=1000, seed=4, session_gap_s=0.01)
+    # ~6 events a session: a replayed log's window holds whole sessions, a live one interleaves them
+    assert users_per_window(replay) < 120 < 250 < users_per_window(live)
+    assert [e.type for e in replay].count("view") > 0 and len(live) == 5000
+
+
 def test_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="session_gap_s"):
+        generate_events(10, session_gap_s=0.0)
     for kwargs in ({"n_events": -1}, {"n_events": 1, "n_users": 0}, {"n_events": 1, "n_items": 0}):
         with pytest.raises(ValueError):
             generate_events(**kwargs)

@@ -47,7 +47,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from itertools import compress, repeat
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -57,6 +57,7 @@ from engine.evaluation.base import Context, top_k
 from engine.events import Event
 from engine.sequential_rules import RuleStore
 from engine.session_blend import Shortlist, blend_many
+from engine.session_numbers import Candidates, SessionNumbers
 from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood, neighbour_votes, vote_arrays
 
 # Contexts whose neighbour votes share one vectorised pass: enough to amortise numpy's per-call
@@ -129,6 +130,7 @@ class SessionKNN:
         # dropped when the session changes: old sessions are compared again and again.
         self._codes: dict[str, bytes] = {}
         self._sids: dict[str, str] = {}  # each session id's one string object (see touch)
+        self._numbers = SessionNumbers()  # the index by session number, for the neighbour search
         # Whether a session has a timestamp exactly when the model holds it (its items and size):
         # true of a model that learns, so the timestamps scoring looks up anyway also tell which
         # indexed sessions are held. (The index can list sessions it no longer holds: an item
@@ -181,6 +183,7 @@ class SessionKNN:
         if sid in index:
             del index[sid]
         else:
+            self._numbers.changed(item)
             self.item_count[item] = self.item_count.get(item, 0) + 1
             number = self.rules.number(item)
             if number >= len(self.session_counts):
@@ -200,12 +203,14 @@ class SessionKNN:
             if dropped not in seq:
                 self.distinct[sid] -= 1
         self.session_ts[sid] = ts
+        self._numbers.stamp(sid, ts)
 
     def _forget(self, sid: str, items: list[str]) -> None:
         """Drop an evicted session, also from the index of every item it still lists, so that the
         index is bounded by ``max_sessions`` x ``max_session_length`` and not by the catalogue
         (a forgotten session never scores anyway: it has neither a timestamp nor a size)."""
         self.session_ts.pop(sid, None)
+        self._numbers.stamp(sid, -math.inf)
         self.distinct.pop(sid, None)
         self._codes.pop(sid, None)
         self._sids.pop(sid, None)
@@ -213,6 +218,7 @@ class SessionKNN:
             index = self.item_sessions.get(item)
             if index is not None and sid in index:
                 del index[sid]
+                self._numbers.changed(item)
                 if not index:
                     del self.item_sessions[item]
 
@@ -238,52 +244,45 @@ class SessionKNN:
         """Sessions sharing items with the context: their raw similarity and anchor position, and
         the ``sample`` most recent of them (the ones compared). Needs only the item -> sessions
         index and the sessions' timestamps, so a store-backed reader can fetch the rest after it."""
-        sim, anchor, recent, _ = self._candidates(context)
-        return sim, anchor, recent
+        shared, chosen = self._candidates(context)
+        ids = self._numbers.ids(shared.numbers)
+        sim = dict(zip(ids, shared.similarities.tolist(), strict=True))
+        anchor = dict(zip(ids, shared.anchors.tolist(), strict=True))
+        return sim, anchor, self._numbers.ids(chosen.numbers)
 
-    def _candidates(
-        self, context: Context
-    ) -> tuple[dict[str, float], dict[str, int], list[str], np.ndarray | None]:
-        """:meth:`candidates`, plus the chosen sessions' timestamps when choosing needed them
-        (None when every candidate is chosen: then they are ``list(sim)``, in its order)."""
+    def _candidates(self, context: Context) -> tuple[Candidates, Candidates]:
+        """Every session sharing items with the context, and the ``sample`` most recent of them."""
         c = self.config
+        numbers = self._numbers
+        numbers.rebuild_if_outgrown(len(self.session_ts))
         items = context.items[-c.max_session_length :]
         n = len(items)
         last_position: dict[str, int] = {}
         for position, item in enumerate(items):
             last_position[item] = position
-        own = context.session_id
-        sim: dict[str, float] = {}
-        anchor: dict[str, int] = {}
+        parts = []
         # in order of last occurrence, so that a session's anchor ends as its most recent shared item
         for item, position in sorted(last_position.items(), key=lambda kv: kv[1]):
             index = self.item_sessions.get(item)
-            if not index:
-                continue
-            weight = math.exp(-(n - 1 - position) / c.position_decay)
-            # set and dict operations run in C; Python steps only for sessions already met
-            if sim:
-                fresh = index.keys() - sim.keys()
-                for sid in index.keys() & sim.keys():
-                    sim[sid] += weight
-                sim.update(dict.fromkeys(fresh, weight))
-            else:
-                sim = dict.fromkeys(index, weight)
-            anchor.update(dict.fromkeys(index, position))
-        if own is not None:
-            sim.pop(own, None)
-        if len(sim) <= c.sample:
-            return sim, anchor, list(sim), None
+            if index:
+                weight = math.exp(-(n - 1 - position) / c.position_decay)
+                parts.append((numbers.of_item(item, index, self.session_ts), weight, position))
+        shared = numbers.gather(parts, context.session_id)
+        total = len(shared.numbers)
+        if total <= c.sample:
+            return shared, shared
         # The `sample` most recent by (timestamp, id): ids break ties, so that a store-backed
-        # reader (another index order) picks the same sessions.
-        sids = list(sim)
-        stamps = lookup(self.session_ts, sids, -math.inf)
-        cut = np.partition(stamps, len(sids) - c.sample)[len(sids) - c.sample]  # sample-th largest
-        newer = stamps > cut
-        recent = list(compress(sids, newer.tolist()))
-        at_cut = sorted(compress(sids, (stamps == cut).tolist()), reverse=True)[: c.sample - len(recent)]
-        chosen_stamps = np.concatenate([stamps[newer], np.full(len(at_cut), cut)])
-        return sim, anchor, recent + at_cut, chosen_stamps
+        # reader (other numbers) picks the same sessions.
+        stamps = shared.stamps
+        cut = np.partition(stamps, total - c.sample)[total - c.sample]  # sample-th largest
+        newer = np.flatnonzero(stamps > cut)
+        at_cut = np.flatnonzero(stamps == cut)
+        if len(newer) + len(at_cut) > c.sample:
+            by_id = sorted(
+                zip(numbers.ids(shared.numbers[at_cut]), at_cut.tolist(), strict=True), reverse=True
+            )
+            at_cut = np.array([position for _, position in by_id[: c.sample - len(newer)]], np.int64)
+        return shared, shared.take(np.concatenate([newer, at_cut]))
 
     def neighbours(self, context: Context) -> list[tuple[str, float, int]]:
         """The ``k`` most similar past sessions: (session, similarity, anchor position in context)."""
@@ -293,60 +292,57 @@ class SessionKNN:
     def neighbourhood(self, context: Context) -> Neighbourhood:
         """:meth:`neighbours` as parallel arrays, best first (what the vote step takes)."""
         c = self.config
-        sim, anchor, recent, stamps = self._candidates(context)
-        if not recent:
+        _, chosen = self._candidates(context)
+        if not len(chosen.numbers):
             return EMPTY_NEIGHBOURHOOD
-        n = len(recent)
-        if stamps is None:  # recent is list(sim)
-            values = np.fromiter(sim.values(), np.float64, n)
-        else:
-            values = lookup(sim, recent, 0.0)
+        values = chosen.similarities
+        stamps = chosen.stamps
         # A session the model indexes but does not hold is no neighbour. Sizes are looked up only
         # when the similarity needs them; else the timestamps tell, where they mark held sessions.
         distinct = self.distinct
         known: np.ndarray | None = None
         if c.length_norm:
-            sizes = lookup(distinct, recent, 0)
+            sizes = lookup(distinct, self._numbers.ids(chosen.numbers), 0)
             known = sizes > 0
             values = values / np.where(known, sizes, 1.0) ** c.length_norm
         elif self.stamped_when_held:
-            if stamps is None:
-                stamps = lookup(self.session_ts, recent, -math.inf)
             known = stamps > -math.inf
-        elif not all(map(distinct.__contains__, recent)):
-            known = np.fromiter(map(distinct.__contains__, recent), bool, n)
+        else:
+            ids = self._numbers.ids(chosen.numbers)
+            if not all(map(distinct.__contains__, ids)):
+                known = np.fromiter(map(distinct.__contains__, ids), bool, len(ids))
         if c.recency_half_life_s is not None:
             now = context.ts
-            if stamps is None:
-                stamps = lookup(self.session_ts, recent, -math.inf)
             # a session without a timestamp counts as seen now
-            stamps = np.where(stamps == -math.inf, now, stamps)
-            values = values * 0.5 ** (np.maximum(0.0, now - stamps) / c.recency_half_life_s)
+            seen = np.where(stamps == -math.inf, now, stamps)
+            values = values * 0.5 ** (np.maximum(0.0, now - seen) / c.recency_half_life_s)
+        kept = chosen
         if known is not None and not known.all():
-            kept = np.flatnonzero(known)
-            values, recent = values[kept], _pick(recent, kept)
-            if not recent:
+            held = np.flatnonzero(known)
+            values, kept = values[held], chosen.take(held)
+            if not len(held):
                 return EMPTY_NEIGHBOURHOOD
-        if len(recent) > c.k:
-            top = np.argpartition(values, len(values) - c.k)[len(values) - c.k :]
-            kth = values[top].min()
-            if np.count_nonzero(values == kth) == np.count_nonzero(values[top] == kth):
-                values, recent = values[top], _pick(recent, top)  # no tie straddles the cut
+        if len(values) > c.k:  # the k best, and every session tied with the k-th
+            top = np.flatnonzero(values >= np.partition(values, len(values) - c.k)[len(values) - c.k])
+            values, kept = values[top], kept.take(top)
         # Best first by (value, id), as heapq.nlargest would order them: sort by value, then each
         # run of equal values by id (ties are common: neighbours seen after the context's own
         # timestamp all get the full recency weight).
         order = np.argsort(-values, kind="stable")
         ranked = values[order]
-        sids = _pick(recent, order)
+        sids = self._numbers.ids(kept.numbers[order])
+        anchors = kept.anchors[order]
         same = ranked[1:] == ranked[:-1]
         if same.any():
             edges = np.diff(np.concatenate(([0], same.view(np.int8), [0])))
             starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
             for start, end in zip(starts, ends, strict=True):
-                sids[start : end + 1] = sorted(sids[start : end + 1], reverse=True)
-        sids = sids[: c.k]
-        anchors = lookup(anchor, sids, 0, np.int64)
-        return Neighbourhood(sids, ranked[: c.k], anchors)
+                run = sorted(
+                    zip(sids[start : end + 1], anchors[start : end + 1].tolist(), strict=True), reverse=True
+                )
+                sids[start : end + 1] = [sid for sid, _ in run]
+                anchors[start : end + 1] = [anchor for _, anchor in run]
+        return Neighbourhood(sids[: c.k], ranked[: c.k], anchors[: c.k])
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""
@@ -445,15 +441,6 @@ PRESETS: dict[str, SessionKNNConfig] = {
         trend_weight=0.05,
     ),
 }
-
-
-def _pick(values: list[str], positions: np.ndarray) -> list[str]:
-    """``[values[i] for i in positions]``, in C."""
-    if len(positions) == 0:
-        return []
-    if len(positions) == 1:
-        return [values[int(positions[0])]]
-    return list(itemgetter(*positions.tolist())(values))
 
 
 def lookup(mapping: dict[str, Any], keys: list[str], default: float, dtype: Any = np.float64) -> np.ndarray:

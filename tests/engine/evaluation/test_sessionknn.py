@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import session_numbers
 from engine.evaluation.base import Context
 from engine.evaluation.baselines import PopularityModel
 from engine.evaluation.peers import VSKNNPeer
@@ -270,6 +271,49 @@ def reference_neighbours(model: SessionKNN, context: Context) -> list[tuple[str,
             value *= 0.5 ** (max(0.0, context.ts - model.session_ts[sid]) / c.recency_half_life_s)
         scored.append((value, sid))
     return [(sid, value, anchor[sid]) for value, sid in heapq.nlargest(c.k, scored)]
+
+
+@pytest.mark.parametrize("rebuilds", [False, True])
+@pytest.mark.parametrize("selection", [{"sample": 6, "k": 4}, {}], ids=["selective", "everyone"])
+def test_neighbours_stay_exact_while_the_model_learns_and_forgets(
+    rebuilds: bool, selection: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The neighbour search reads a numbered copy of the index (engine.session_numbers), kept in
+    # step by touch and eviction; with `rebuilds` it is also thrown away every few sessions.
+    if rebuilds:
+        monkeypatch.setattr(session_numbers, "MIN_REBUILD", 4)
+        monkeypatch.setattr(session_numbers, "REBUILD_FACTOR", 1)
+    spec = random_walk_sessions(11, 300, n_items=25, max_len=6, steps=(-2, 2))
+    events = [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
+    # evictions (30 sessions kept), trimmed item indexes (40 sessions) and sessions (3 items: an
+    # evicted session stays in the index of items trimmed from it); "selective": both selections
+    # bind, "everyone": every indexed session is compared, the evicted ones too
+    model = SessionKNN(
+        max_sessions=30,
+        max_item_sessions=40,
+        max_session_length=3,
+        recency_half_life_s=50.0,
+        length_norm=0.0,  # as the presets: the timestamps, not the sizes, tell held sessions
+        **selection,
+    )
+    compared = 0
+    for n, event in enumerate(events):
+        model.learn_one(event)
+        if n % 3:
+            continue
+        own = event.session_id
+        assert own is not None
+        for context in (
+            Context("u", tuple(model.sessions[own]), event.ts, own),  # never its own neighbour
+            Context("u", tuple(e.item_id for e in events[max(0, n - 4) : n + 1]), event.ts + 1, "new"),
+        ):
+            expected = reference_neighbours(model, context)
+            actual = model.neighbours(context)
+            assert [(sid, a) for sid, _, a in actual] == [(sid, a) for sid, _, a in expected]
+            assert [v for _, v, _ in actual] == pytest.approx([v for _, v, _ in expected], rel=1e-12)
+            compared += bool(expected)
+    assert compared > 150
+    assert len(model._numbers) <= 4 * 30 + 4 if rebuilds else len(model._numbers) > 30
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,149 @@
+"""Session ids as dense integers, so that the neighbour search of
+:class:`~engine.sessionknn.SessionKNN` runs as a few numpy passes instead of dict and set work.
+
+The model keeps its state keyed by session id (the stores read and write ids); this is a derived
+view of it: a number per session id met in an item's index, each number's last timestamp
+(``-inf`` for a session the model does not stamp), and each item's index as an array of numbers,
+built when the item is first searched and dropped when its index gains or loses a session. The
+model tells it of every such change (``touch``, ``_forget``); a store-backed reader fills the
+model before it scores, so its view is built after the fill.
+
+Similarities are summed in a scratch array indexed by number, one item at a time in the order
+the dict version added them (an item's index lists a session once), so every similarity is the
+same float.
+
+>>> numbers = SessionNumbers()
+>>> index = {"a": {"s1": None, "s2": None}, "b": {"s2": None}}
+>>> stamps = {"s1": 10.0, "s2": 20.0}
+>>> found = numbers.gather([(numbers.of_item("a", index["a"], stamps), 1.0, 0),
+...                         (numbers.of_item("b", index["b"], stamps), 0.5, 1)], own=None)
+>>> numbers.ids(found.numbers), found.similarities.tolist(), found.anchors.tolist()
+(['s1', 's2'], [1.0, 1.5], [0, 1])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import NamedTuple
+
+import numpy as np
+
+# Numbers are never reused while numbered; the view is rebuilt once the numbered ids outgrow the
+# stamped ones by this factor (evicted sessions that some item's index still lists, or gone).
+REBUILD_FACTOR = 4
+MIN_REBUILD = 65_536
+
+
+class Candidates(NamedTuple):
+    """Sessions sharing items with a context: numbers (in no set order), summed similarity, the position
+    in the context of the most recent shared item (the anchor), and last timestamps."""
+
+    numbers: np.ndarray  # int32
+    similarities: np.ndarray  # float64
+    anchors: np.ndarray  # int64
+    stamps: np.ndarray  # float64, -inf where the model has no timestamp
+
+    def take(self, positions: np.ndarray) -> Candidates:
+        return Candidates(
+            self.numbers[positions],
+            self.similarities[positions],
+            self.anchors[positions],
+            self.stamps[positions],
+        )
+
+
+EMPTY = Candidates(np.zeros(0, np.int32), np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
+
+
+class SessionNumbers:
+    """The numbered view of a model's item -> sessions index (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._number: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._stamps = np.full(0, -math.inf)
+        self._arrays: dict[str, np.ndarray] = {}
+        self._sim = np.zeros(0)
+        self._anchor = np.zeros(0, np.int64)
+        self._slot = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def stamp(self, sid: str, ts: float) -> None:
+        """A session's timestamp changed (``-inf``: the model forgot it)."""
+        number = self._number.get(sid)
+        if number is not None:
+            self._stamps[number] = ts
+
+    def changed(self, item: str) -> None:
+        """An item's index gained or lost a session."""
+        self._arrays.pop(item, None)
+
+    def rebuild_if_outgrown(self, stamped: int) -> None:
+        """Start over once the numbered ids outgrow the ``stamped`` ones (bounds the memory of a
+        long-lived model whose sessions come and go); call it before a search, not during one."""
+        if len(self._ids) > max(MIN_REBUILD, REBUILD_FACTOR * stamped):
+            self.clear()
+
+    def of_item(self, item: str, index: Mapping[str, None], stamps: Mapping[str, float]) -> np.ndarray:
+        """``index`` (the item's sessions) as numbers; ``stamps`` gives new numbers their time."""
+        numbers = self._arrays.get(item)
+        if numbers is None:
+            known = self._number
+            if not all(map(known.__contains__, index)):
+                for sid in index:
+                    if sid not in known:
+                        self._add(sid, stamps.get(sid, -math.inf))
+            # int32: the cache holds an entry per (item, session) pair of the index
+            numbers = np.fromiter(map(known.__getitem__, index), np.int32, len(index))
+            self._arrays[item] = numbers
+        return numbers
+
+    def _add(self, sid: str, ts: float) -> None:
+        number = self._number[sid] = len(self._ids)
+        self._ids.append(sid)
+        if number >= len(self._stamps):
+            size = max(1024, 2 * len(self._stamps))
+            self._stamps = np.concatenate([self._stamps, np.full(size - len(self._stamps), -math.inf)])
+            self._sim = np.zeros(size)
+            self._anchor = np.zeros(size, np.int64)
+            self._slot = np.zeros(size, np.int64)
+        self._stamps[number] = ts
+
+    def gather(self, parts: Sequence[tuple[np.ndarray, float, int]], own: str | None) -> Candidates:
+        """The union of ``parts`` (numbers, weight, anchor position), in the order they are given
+        (a later part's position wins the anchor), without the session ``own``."""
+        if not parts:
+            return EMPTY
+        sim, anchor = self._sim, self._anchor
+        for numbers, weight, position in parts:
+            sim[numbers] += weight  # an index lists a session once: no repeated index here
+            anchor[numbers] = position
+        union = parts[0][0]
+        if len(parts) > 1:
+            # one position per number: each number's slot ends as one of its positions
+            every = np.concatenate([numbers for numbers, _, _ in parts])
+            positions = np.arange(len(every))
+            slot = self._slot
+            slot[every] = positions
+            union = every[slot[every] == positions]
+        found = Candidates(union, sim[union], anchor[union], self._stamps[union])
+        sim[union] = 0.0
+        number = self._number.get(own) if own is not None else None
+        if number is not None:
+            found = found.take(np.flatnonzero(found.numbers != number))
+        return found
+
+    def ids(self, numbers: np.ndarray) -> list[str]:
+        """The session ids of ``numbers``."""
+        if len(numbers) == 0:
+            return []
+        if len(numbers) == 1:
+            return [self._ids[int(numbers[0])]]
+        return list(itemgetter(*numbers.tolist())(self._ids))

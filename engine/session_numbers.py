@@ -32,7 +32,7 @@ import numpy as np
 
 # Numbers are never reused while numbered; the view is rebuilt once the numbered ids outgrow the
 # stamped ones by this factor (evicted sessions that some item's index still lists, or gone).
-REBUILD_FACTOR = 4
+REBUILD_FACTOR = 2
 MIN_REBUILD = 65_536
 
 

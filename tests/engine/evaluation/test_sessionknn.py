@@ -273,6 +273,18 @@ def reference_neighbours(model: SessionKNN, context: Context) -> list[tuple[str,
     return [(sid, value, anchor[sid]) for value, sid in heapq.nlargest(c.k, scored)]
 
 
+def test_an_evicted_session_id_that_comes_back_is_a_neighbour_again() -> None:
+    # s1 is numbered, leaves a trimmed item's index behind ("a"), is evicted, then returns.
+    model = SessionKNN(max_sessions=1, max_session_length=1, length_norm=0.0)
+    for n, (sid, item) in enumerate([("s1", "a"), ("s1", "b"), ("s2", "c")]):
+        model.learn_one(click(n, sid, item, T0 + n))
+    context = Context("u", ("a",), T0 + 10, "new")
+    assert model.neighbours(context) == reference_neighbours(model, context) == []  # s1 is gone
+    model.learn_one(click(3, "s1", "a", T0 + 3))  # back (s2 evicted), with a new timestamp
+    assert [sid for sid, _, _ in model.neighbours(context)] == ["s1"]
+    assert model.neighbours(context) == reference_neighbours(model, context)
+
+
 @pytest.mark.parametrize("rebuilds", [False, True])
 @pytest.mark.parametrize("selection", [{"sample": 6, "k": 4}, {}], ids=["selective", "everyone"])
 def test_neighbours_stay_exact_while_the_model_learns_and_forgets(

@@ -287,8 +287,13 @@ def test_an_evicted_session_id_that_comes_back_is_a_neighbour_again() -> None:
 
 @pytest.mark.parametrize("rebuilds", [False, True])
 @pytest.mark.parametrize("selection", [{"sample": 6, "k": 4}, {}], ids=["selective", "everyone"])
+@pytest.mark.parametrize(
+    "caps",
+    [{"max_sessions": 30, "max_item_sessions": 40}, {"max_sessions": 100, "max_item_sessions": 6}],
+    ids=["evicting", "trimming"],
+)
 def test_neighbours_stay_exact_while_the_model_learns_and_forgets(
-    rebuilds: bool, selection: dict, monkeypatch: pytest.MonkeyPatch
+    rebuilds: bool, selection: dict, caps: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The neighbour search reads a numbered copy of the index (engine.session_numbers), kept in
     # step by touch and eviction; with `rebuilds` it is also thrown away every few sessions.
@@ -297,15 +302,15 @@ def test_neighbours_stay_exact_while_the_model_learns_and_forgets(
         monkeypatch.setattr(session_numbers, "REBUILD_FACTOR", 1)
     spec = random_walk_sessions(11, 300, n_items=25, max_len=6, steps=(-2, 2))
     events = [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
-    # evictions (30 sessions kept), trimmed item indexes (40 sessions) and sessions (3 items: an
-    # evicted session stays in the index of items trimmed from it); "selective": both selections
-    # bind, "everyone": every indexed session is compared, the evicted ones too
+    # "evicting": sessions leave the model (30 kept) while item indexes are long (40), and a
+    # session keeps 3 items, so an evicted one stays in the index of items trimmed from it;
+    # "trimming": short item indexes (6) drop sessions the model still holds. "selective": both
+    # selections bind, "everyone": every indexed session is compared.
     model = SessionKNN(
-        max_sessions=30,
-        max_item_sessions=40,
         max_session_length=3,
         recency_half_life_s=50.0,
         length_norm=0.0,  # as the presets: the timestamps, not the sizes, tell held sessions
+        **caps,
         **selection,
     )
     compared = 0
@@ -325,7 +330,8 @@ def test_neighbours_stay_exact_while_the_model_learns_and_forgets(
             assert [v for _, v, _ in actual] == pytest.approx([v for _, v, _ in expected], rel=1e-12)
             compared += bool(expected)
     assert compared > 150
-    assert len(model._numbers) <= 4 * 30 + 4 if rebuilds else len(model._numbers) > 30
+    stamped = len(model.session_ts)
+    assert len(model._numbers) <= stamped + 4 if rebuilds else len(model._numbers) > 30
 
 
 @pytest.mark.parametrize(

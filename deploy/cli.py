@@ -452,7 +452,8 @@ def bench(
         typer.Option(
             min=0.0001,
             help="ingest, latency: mean seconds between session starts (30: a log replayed fast, ~5 "
-            "sessions open at once; e.g. 0.001 with --users 1000000: a live stream, ~1 event per user a poll)",
+            "sessions open at once; 0.01 with --users 200000: a live stream's shape, ~1,650 users a "
+            "2,000-event poll)",
         ),
     ] = 30.0,
 ) -> None:

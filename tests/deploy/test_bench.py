@@ -20,6 +20,7 @@ from deploy.bench.ann import clustered_vectors, recall_at_k, run_ann
 from deploy.bench.common import (
     BenchStack,
     StreamShape,
+    event_chunks,
     percentile,
     process_cpu_s,
     produce_events,
@@ -48,6 +49,15 @@ def test_stream_shape_counts_distinct_users_per_batch() -> None:
     shape = StreamShape(users=10, session_gap_s=0.5)
     assert shape.describe([3, 2]) == {"users": 10, "session_gap_s": 0.5, "users_per_batch": 2.5}
     assert shape.describe([])["users_per_batch"] == 0.0
+
+
+def test_event_chunks_follow_the_stream_shape() -> None:
+    (replay,) = event_chunks(20_000)
+    (live,) = event_chunks(20_000, shape=StreamShape(users=50_000, session_gap_s=0.01))
+    assert {e.user_id for e in live} - {f"u{n}" for n in range(50_000)} == set()
+    replay_mean = StreamShape().describe(users_per_batch(replay, 2000))["users_per_batch"]
+    live_mean = StreamShape().describe(users_per_batch(live, 2000))["users_per_batch"]
+    assert replay_mean < 500 < 1000 < live_mean  # ~6 events a user a poll, against ~1-2
 
 
 def test_percentile_interpolates_and_handles_empty() -> None:

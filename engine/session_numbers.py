@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine import session_kernels
+
 # Numbers are never reused while numbered; the view is rebuilt once the numbered ids outgrow the
 # stamped ones by this factor (evicted sessions that some item's index still lists, or gone).
 REBUILD_FACTOR = 2
@@ -60,7 +62,8 @@ EMPTY = Candidates(np.zeros(0, np.int32), np.zeros(0), np.zeros(0, np.int64), np
 class SessionNumbers:
     """The numbered view of a model's item -> sessions index (see the module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, compiled: bool = session_kernels.AVAILABLE) -> None:
+        self.compiled = compiled  # gather with the compiled loop (same result)
         self.clear()
 
     def clear(self) -> None:
@@ -71,6 +74,8 @@ class SessionNumbers:
         self._sim = np.zeros(0)
         self._anchor = np.zeros(0, np.int64)
         self._slot = np.zeros(0, np.int64)
+        self._mark = np.zeros(0, np.int64)
+        self._searches = 0
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -114,6 +119,8 @@ class SessionNumbers:
             self._sim = np.zeros(size)
             self._anchor = np.zeros(size, np.int64)
             self._slot = np.zeros(size, np.int64)
+            self._mark = np.zeros(size, np.int64)
+            self._searches = 0
         self._stamps[number] = ts
 
     def gather(self, parts: Sequence[tuple[np.ndarray, float, int]], own: str | None) -> Candidates:
@@ -121,6 +128,14 @@ class SessionNumbers:
         (a later part's position wins the anchor), without the session ``own``."""
         if not parts:
             return EMPTY
+        if self.compiled:
+            self._searches += 1
+            number = self._number.get(own, -1) if own is not None else -1
+            return Candidates(
+                *session_kernels.gather(
+                    parts, self._stamps, number, self._sim, self._anchor, self._mark, self._searches
+                )
+            )
         sim, anchor = self._sim, self._anchor
         for numbers, weight, position in parts:
             sim[numbers] += weight  # an index lists a session once: no repeated index here

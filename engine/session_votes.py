@@ -137,9 +137,46 @@ def vote_arrays(
         return Votes(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     n_rows = len(packed)
     lengths = np.fromiter(map(len, packed), np.int64, n_rows) // 4
+    row_weight = np.concatenate(sims) * anchor_weights(c)[np.concatenate(anchor_steps)]
+    n_names = len(model.rules.names)
+    if model.compiled:
+        voted_owner, voted_codes, scores = model.vote_scratch.vote(
+            np.frombuffer(b"".join(packed), np.int32),
+            lengths,
+            row_weight,
+            np.array(anchor_codes, np.int64),
+            np.concatenate(owners),
+            gap_weights(c),
+            c.max_session_length,
+            c.distinct_votes,
+            n_names,
+        )
+    else:
+        voted_owner, voted_codes, scores = _vote_passes(
+            c, packed, lengths, row_weight, anchor_codes, np.concatenate(owners), n_names
+        )
+    if c.idf_weight:
+        sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
+        scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
+    if normalise and len(scores):
+        scores = scores / group_max(voted_owner, scores)
+    return Votes(voted_owner, voted_codes, scores)
+
+
+def _vote_passes(
+    c: SessionKNNConfig,
+    packed: list[bytes],
+    lengths: np.ndarray,
+    row_weight: np.ndarray,
+    anchor_codes: list[int],
+    row_owner: np.ndarray,
+    n_names: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The numpy passes of the vote step (what :mod:`engine.session_kernels` compiles):
+    ``(owner, item number, vote)`` sorted by owner, then item number."""
+    n_rows = len(packed)
     total = int(lengths.sum())
     codes = np.frombuffer(b"".join(packed), np.int32).astype(np.int64)
-    row_weight = np.concatenate(sims) * anchor_weights(c)[np.concatenate(anchor_steps)]
     rows = np.repeat(np.arange(n_rows), lengths)
     starts = np.cumsum(lengths) - lengths
     positions_in_row = np.arange(total) - starts[rows]
@@ -147,7 +184,6 @@ def vote_arrays(
     hit = codes == np.array(anchor_codes)[rows]
     anchor_at = np.maximum.reduceat(np.where(hit, positions_in_row, 0), starts)
     weights = gap_weights(c)[c.max_session_length + positions_in_row - anchor_at[rows]]
-    n_names = len(model.rules.names)
     if c.distinct_votes:
         # one vote per (neighbour, item): its strongest occurrence; sorted by neighbour after
         pair = rows * n_names + codes
@@ -159,14 +195,9 @@ def vote_arrays(
         weights = np.maximum.reduceat(weights[order], starts_of_pairs)
         keep = order[starts_of_pairs]
         codes, rows = codes[keep], rows[keep]
-    owner = np.concatenate(owners)[rows]
+    owner = row_owner[rows]
     # bincount adds in array order, which is neighbour order within each context
     voted, slot = np.unique(owner * n_names + codes, return_inverse=True)
     scores = np.bincount(slot, weights=row_weight[rows] * weights, minlength=len(voted))
     voted_owner, voted_codes = np.divmod(voted, n_names)
-    if c.idf_weight:
-        sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
-        scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
-    if normalise and len(scores):
-        scores = scores / group_max(voted_owner, scores)
-    return Votes(voted_owner, voted_codes, scores)
+    return voted_owner, voted_codes, scores

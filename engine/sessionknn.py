@@ -57,6 +57,8 @@ from engine.evaluation.base import Context, top_k
 from engine.events import Event
 from engine.sequential_rules import RuleStore
 from engine.session_blend import Shortlist, blend_many
+from engine.session_kernels import AVAILABLE as COMPILED_KERNELS
+from engine.session_kernels import VoteScratch
 from engine.session_numbers import Candidates, SessionNumbers
 from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood, neighbour_votes, vote_arrays
 
@@ -131,12 +133,26 @@ class SessionKNN:
         self._codes: dict[str, bytes] = {}
         self._sids: dict[str, str] = {}  # each session id's one string object (see touch)
         self._numbers = SessionNumbers()  # the index by session number, for the neighbour search
+        # The compiled loops of engine.session_kernels where numba is installed (same floats as
+        # the numpy passes; the tests switch this off to compare them).
+        self.vote_scratch = VoteScratch()
+        self.compiled = COMPILED_KERNELS
         # Whether a session has a timestamp exactly when the model holds it (its items and size):
         # true of a model that learns, so the timestamps scoring looks up anyway also tell which
         # indexed sessions are held. (The index can list sessions it no longer holds: an item
         # trimmed from a session keeps it in its index, and eviction cleans only the items the
         # session still lists.) A store-backed reader has timestamps of sessions it did not load.
         self.stamped_when_held = True
+
+    @property
+    def compiled(self) -> bool:
+        """Whether scoring runs the compiled loops of :mod:`engine.session_kernels` (numba); the
+        numpy passes give the same floats (the tests switch this off to compare)."""
+        return self._numbers.compiled
+
+    @compiled.setter
+    def compiled(self, value: bool) -> None:
+        self._numbers.compiled = value and COMPILED_KERNELS
 
     # --- learning --------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import logging
 import time
 
 from consumers.scoring.base import ScoreJob, ScoreResult
+from engine import session_kernels
 from engine.embeddings import EmbeddingSpace
 from engine.recommend import Recommender
 from engine.state.base import RecsInputs, StateStore
@@ -17,6 +18,9 @@ def load_replica(store: StateStore, recommender: Recommender, whole: bool) -> No
     """Give ``recommender`` the whole session model from ``store`` when ``whole``, else none (it
     then reads the model's rows back per batch)."""
     recommender.replica = None
+    compiling = session_kernels.warm_up()  # before the first poll, which would wait for it
+    if compiling > 0.5:
+        log.info("scoring loops compiled in %.1f s (numba caches them for the next start)", compiling)
     if not whole:
         return
     started = time.monotonic()

@@ -1,0 +1,251 @@
+"""Compiled loops (numba) for the session model's hot steps, each giving the same floats as the
+numpy passes beside it (:mod:`engine.session_votes`, :mod:`engine.session_numbers`).
+
+The numpy passes pay a fixed cost per call and sort where a loop over a scratch array would do;
+on a live stream every event's user is scored, so that cost is paid per event. These loops add
+the same products in the same order (no fast-math, so no fused multiply-add and no reordering);
+transcendental functions stay in numpy, whose results may differ from libm's in the last bit.
+
+Without numba (:data:`AVAILABLE` false) the model runs the numpy passes alone (the loops are
+plain Python functions here, compiled on first use); the tests run both
+and compare them bit for bit.
+
+>>> import numpy as np
+>>> scratch = VoteScratch()
+>>> votes = scratch.vote(
+...     codes=np.array([0, 1, 1], np.int32), lengths=np.array([2, 1]),
+...     row_weight=np.array([1.0, 0.5]), anchor_codes=np.array([1, 1]),
+...     row_owner=np.array([0, 0]), gap=np.array([0.5, 1.0, 0.5]), span=1, distinct=True, n_names=2)
+>>> [array.tolist() for array in votes]
+[[0, 0], [0, 1], [0.5, 1.5]]
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import time
+from typing import Any
+
+import numpy as np
+
+# Found, not imported: numba (with LLVM) adds ~100 MB to a process, and a worker whose scoring
+# runs in a child process never needs it.
+AVAILABLE = importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def _compiled(function: Any) -> Any:
+    """``function`` compiled, on first use (``cache=True``: once per machine, not per process)."""
+    from numba import njit
+
+    return njit(cache=True, nogil=True)(function)
+
+
+def _vote_rows(
+    codes: np.ndarray,
+    lengths: np.ndarray,
+    row_weight: np.ndarray,
+    anchor_codes: np.ndarray,
+    row_owner: np.ndarray,
+    gap: np.ndarray,
+    span: int,
+    distinct: bool,
+    score: np.ndarray,
+    best: np.ndarray,
+    row_mark: np.ndarray,
+    owner_mark: np.ndarray,
+    mark_base: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbour votes of rows grouped by owner (see :func:`engine.session_votes.vote_arrays`):
+    ``(owner, item number, vote)`` sorted by owner, then item number. ``score`` must be zero (it
+    is left zero); ``row_mark`` and ``owner_mark`` must hold no value from ``mark_base`` on."""
+    total = 0
+    for row in range(len(lengths)):
+        total += lengths[row]
+    out_owner = np.empty(total, np.int64)
+    out_code = np.empty(total, np.int64)
+    out_score = np.empty(total)
+    touched = np.empty(total, np.int64)  # the owner's voted items, in first-vote order
+    row_items = np.empty(total, np.int64)
+    n_out = 0
+    n_touched = 0
+    start = 0
+    for row in range(len(lengths)):
+        length = lengths[row]
+        owner = mark_base + row_owner[row]
+        # the anchor's last occurrence in the row (its first item when absent)
+        anchor_at = 0
+        for position in range(length):
+            if codes[start + position] == anchor_codes[row]:
+                anchor_at = position
+        weight = row_weight[row]
+        n_row = 0
+        for position in range(length):
+            code = codes[start + position]
+            vote = gap[span + position - anchor_at]
+            if distinct:
+                # one vote per (row, item), its strongest occurrence: added once the row is read
+                if row_mark[code] != mark_base + row:
+                    row_mark[code] = mark_base + row
+                    best[code] = vote
+                    row_items[n_row] = code
+                    n_row += 1
+                elif vote > best[code]:
+                    best[code] = vote
+            else:
+                if owner_mark[code] != owner:
+                    owner_mark[code] = owner
+                    touched[n_touched] = code
+                    n_touched += 1
+                score[code] += weight * vote
+        for i in range(n_row):
+            code = row_items[i]
+            if owner_mark[code] != owner:
+                owner_mark[code] = owner
+                touched[n_touched] = code
+                n_touched += 1
+            score[code] += weight * best[code]
+        start += length
+        if row + 1 == len(lengths) or row_owner[row + 1] != row_owner[row]:
+            ordered = np.sort(touched[:n_touched])
+            for i in range(n_touched):
+                code = ordered[i]
+                out_owner[n_out] = row_owner[row]
+                out_code[n_out] = code
+                out_score[n_out] = score[code]
+                score[code] = 0.0
+                n_out += 1
+            n_touched = 0
+    return out_owner[:n_out], out_code[:n_out], out_score[:n_out]
+
+
+class VoteScratch:
+    """The scratch arrays of :func:`_vote_rows` for one model, grown with its catalogue (a numpy
+    array per call would cost a zeroing pass over the catalogue per chunk of contexts)."""
+
+    def __init__(self) -> None:
+        self._score = np.zeros(0)
+        self._best = np.zeros(0)
+        self._row_mark = np.zeros(0, np.int64)
+        self._owner_mark = np.zeros(0, np.int64)
+        self._base = 0
+
+    def vote(
+        self,
+        codes: np.ndarray,
+        lengths: np.ndarray,
+        row_weight: np.ndarray,
+        anchor_codes: np.ndarray,
+        row_owner: np.ndarray,
+        gap: np.ndarray,
+        span: int,
+        distinct: bool,
+        n_names: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(owner, item number, vote)`` of rows of ``codes`` (item numbers below ``n_names``),
+        ``lengths`` long, grouped by ``row_owner``, sorted by owner, then item number."""
+        if n_names > len(self._score):
+            size = max(1024, 2 * n_names)
+            self._score = np.zeros(size)
+            self._best = np.zeros(size)
+            self._row_mark = np.full(size, -1, np.int64)
+            self._owner_mark = np.full(size, -1, np.int64)
+            self._base = 0
+        base = self._base
+        self._base += len(lengths) + int(row_owner[-1]) + 1 if len(lengths) else 0
+        return _compiled(_vote_rows)(
+            codes,
+            lengths,
+            row_weight,
+            anchor_codes,
+            row_owner,
+            gap,
+            span,
+            distinct,
+            self._score,
+            self._best,
+            self._row_mark,
+            self._owner_mark,
+            base,
+        )
+
+
+def _gather(
+    numbers: np.ndarray,
+    lengths: np.ndarray,
+    weights: np.ndarray,
+    positions: np.ndarray,
+    stamps: np.ndarray,
+    own: int,
+    sim: np.ndarray,
+    anchor: np.ndarray,
+    mark: np.ndarray,
+    mark_value: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The union of parts of ``numbers`` (``lengths`` long, one weight and anchor position each;
+    see :meth:`engine.session_numbers.SessionNumbers.gather`) without ``own``: numbers, summed
+    weights, anchors (the last part's position) and stamps. ``mark`` must not hold ``mark_value``."""
+    union = np.empty(len(numbers), np.int32)
+    n = 0
+    start = 0
+    for part in range(len(lengths)):
+        weight = weights[part]
+        position = positions[part]
+        for i in range(start, start + lengths[part]):
+            number = numbers[i]
+            if mark[number] != mark_value:
+                mark[number] = mark_value
+                sim[number] = 0.0
+                union[n] = number
+                n += 1
+            sim[number] += weight
+            anchor[number] = position
+        start += lengths[part]
+    out_numbers = np.empty(n, np.int32)
+    out_sim = np.empty(n)
+    out_anchor = np.empty(n, np.int64)
+    out_stamps = np.empty(n)
+    kept = 0
+    for i in range(n):
+        number = union[i]
+        if number != own:
+            out_numbers[kept] = number
+            out_sim[kept] = sim[number]
+            out_anchor[kept] = anchor[number]
+            out_stamps[kept] = stamps[number]
+            kept += 1
+    return out_numbers[:kept], out_sim[:kept], out_anchor[:kept], out_stamps[:kept]
+
+
+def gather(
+    parts: list[tuple[np.ndarray, float, int]],
+    stamps: np.ndarray,
+    own: int,
+    sim: np.ndarray,
+    anchor: np.ndarray,
+    mark: np.ndarray,
+    mark_value: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_gather` of ``(numbers, weight, position)`` parts."""
+    numbers = parts[0][0] if len(parts) == 1 else np.concatenate([numbers for numbers, _, _ in parts])
+    lengths = np.array([len(numbers) for numbers, _, _ in parts], np.int64)
+    weights = np.array([weight for _, weight, _ in parts])
+    positions = np.array([position for _, _, position in parts], np.int64)
+    return _compiled(_gather)(
+        numbers, lengths, weights, positions, stamps, own, sim, anchor, mark, mark_value
+    )
+
+
+def warm_up() -> float:
+    """Compile (or load from numba's cache) every loop now, not on the first poll a worker scores;
+    returns the seconds it took (0 without numba)."""
+    if not AVAILABLE:
+        return 0.0
+    started = time.monotonic()
+    one = np.zeros(1, np.int32)
+    packed = np.frombuffer(one.tobytes(), np.int32)  # session items arrive packed: read-only
+    ones = np.ones(1, np.int64)
+    VoteScratch().vote(packed, ones, np.ones(1), ones - 1, ones - 1, np.ones(3), 1, True, 1)
+    gather([(one, 1.0, 0)], np.zeros(1), -1, np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64), 1)
+    return time.monotonic() - started

@@ -4,9 +4,10 @@
 The model keeps its state keyed by session id (the stores read and write ids); this is a derived
 view of it: a number per session id met in an item's index, each number's last timestamp
 (``-inf`` for a session the model does not stamp), and each item's index as an array of numbers,
-built when the item is first searched and dropped when its index gains or loses a session. The
-model tells it of every such change (``touch``, ``_forget``); a store-backed reader fills the
-model before it scores, so its view is built after the fill.
+built when the item is first searched and then kept in step: the model tells it of every session
+an index gains or loses (``touch``, ``_forget``), and an array holds its index as a set (a leaving
+session's place goes to the last one). A store-backed reader fills the model before it scores, so
+its view is built after the fill.
 
 Similarities are summed in a scratch array indexed by number, one item at a time in the order
 the dict version added them (an item's index lists a session once), so every similarity is the
@@ -70,7 +71,8 @@ class SessionNumbers:
         self._number: dict[str, int] = {}
         self._ids: list[str] = []
         self._stamps = np.full(0, -math.inf)
-        self._arrays: dict[str, np.ndarray] = {}
+        # item -> [its sessions' numbers in a buffer with room to grow, how many]
+        self._arrays: dict[str, list] = {}
         self._sim = np.zeros(0)
         self._anchor = np.zeros(0, np.int64)
         self._slot = np.zeros(0, np.int64)
@@ -86,9 +88,34 @@ class SessionNumbers:
         if number is not None:
             self._stamps[number] = ts
 
-    def changed(self, item: str) -> None:
-        """An item's index gained or lost a session."""
-        self._arrays.pop(item, None)
+    def gained(self, item: str, sid: str) -> None:
+        """``sid`` joined the index of ``item`` (stamp it after)."""
+        cached = self._arrays.get(item)
+        if cached is None:
+            return
+        number = self._number.get(sid)
+        if number is None:
+            number = self._add(sid, -math.inf)
+        buffer, size = cached
+        if size == len(buffer):
+            buffer = cached[0] = np.concatenate([buffer, np.empty(max(8, size), np.int32)])
+        buffer[size] = number
+        cached[1] = size + 1
+
+    def lost(self, item: str, sid: str) -> None:
+        """``sid`` left the index of ``item``."""
+        cached = self._arrays.get(item)
+        if cached is None:
+            return
+        buffer, size = cached
+        number = self._number.get(sid)
+        found = np.flatnonzero(buffer[:size] == number) if number is not None else ()
+        if len(found) != 1:  # not numbered when the array was built: cannot be (build it again)
+            del self._arrays[item]
+            return
+        # an index is a set here: the last number takes the leaving one's place
+        buffer[found[0]] = buffer[size - 1]
+        cached[1] = size - 1
 
     def rebuild_if_outgrown(self, stamped: int) -> None:
         """Start over once the numbered ids outgrow the ``stamped`` ones (bounds the memory of a
@@ -98,19 +125,20 @@ class SessionNumbers:
 
     def of_item(self, item: str, index: Mapping[str, None], stamps: Mapping[str, float]) -> np.ndarray:
         """``index`` (the item's sessions) as numbers; ``stamps`` gives new numbers their time."""
-        numbers = self._arrays.get(item)
-        if numbers is None:
-            known = self._number
-            if not all(map(known.__contains__, index)):
-                for sid in index:
-                    if sid not in known:
-                        self._add(sid, stamps.get(sid, -math.inf))
-            # int32: the cache holds an entry per (item, session) pair of the index
-            numbers = np.fromiter(map(known.__getitem__, index), np.int32, len(index))
-            self._arrays[item] = numbers
+        cached = self._arrays.get(item)
+        if cached is not None:
+            return cached[0][: cached[1]]
+        known = self._number
+        if not all(map(known.__contains__, index)):
+            for sid in index:
+                if sid not in known:
+                    self._add(sid, stamps.get(sid, -math.inf))
+        # int32: the cache holds an entry per (item, session) pair of the index
+        numbers = np.fromiter(map(known.__getitem__, index), np.int32, len(index))
+        self._arrays[item] = [numbers, len(numbers)]
         return numbers
 
-    def _add(self, sid: str, ts: float) -> None:
+    def _add(self, sid: str, ts: float) -> int:
         number = self._number[sid] = len(self._ids)
         self._ids.append(sid)
         if number >= len(self._stamps):
@@ -122,6 +150,7 @@ class SessionNumbers:
             self._mark = np.zeros(size, np.int64)
             self._searches = 0
         self._stamps[number] = ts
+        return number
 
     def gather(self, parts: Sequence[tuple[np.ndarray, float, int]], own: str | None) -> Candidates:
         """The union of ``parts`` (numbers, weight, anchor position), in the order they are given

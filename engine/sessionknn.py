@@ -199,7 +199,7 @@ class SessionKNN:
         if sid in index:
             del index[sid]
         else:
-            self._numbers.changed(item)
+            self._numbers.gained(item, sid)
             self.item_count[item] = self.item_count.get(item, 0) + 1
             number = self.rules.number(item)
             if number >= len(self.session_counts):
@@ -208,7 +208,9 @@ class SessionKNN:
                 self.session_counts = grown
             self.session_counts[number] += 1.0
             while len(index) >= c.max_item_sessions:  # also when the cap was lowered since
-                del index[next(iter(index))]
+                oldest = next(iter(index))
+                del index[oldest]
+                self._numbers.lost(item, oldest)
         index[sid] = None
         if item not in seq:
             self.distinct[sid] = self.distinct.get(sid, 0) + 1
@@ -234,7 +236,7 @@ class SessionKNN:
             index = self.item_sessions.get(item)
             if index is not None and sid in index:
                 del index[sid]
-                self._numbers.changed(item)
+                self._numbers.lost(item, sid)
                 if not index:
                     del self.item_sessions[item]
 
@@ -341,24 +343,18 @@ class SessionKNN:
         if len(values) > c.k:  # the k best, and every session tied with the k-th
             top = np.flatnonzero(values >= np.partition(values, len(values) - c.k)[len(values) - c.k])
             values, kept = values[top], kept.take(top)
-        # Best first by (value, id), as heapq.nlargest would order them: sort by value, then each
-        # run of equal values by id (ties are common: neighbours seen after the context's own
-        # timestamp all get the full recency weight).
-        order = np.argsort(-values, kind="stable")
-        ranked = values[order]
-        sids = self._numbers.ids(kept.numbers[order])
-        anchors = kept.anchors[order]
-        same = ranked[1:] == ranked[:-1]
-        if same.any():
-            edges = np.diff(np.concatenate(([0], same.view(np.int8), [0])))
-            starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
-            for start, end in zip(starts, ends, strict=True):
-                run = sorted(
-                    zip(sids[start : end + 1], anchors[start : end + 1].tolist(), strict=True), reverse=True
-                )
-                sids[start : end + 1] = [sid for sid, _ in run]
-                anchors[start : end + 1] = [anchor for _, anchor in run]
-        return Neighbourhood(sids[: c.k], ranked[: c.k], anchors[: c.k])
+        # Best first by (value, id), as heapq.nlargest would order them: one sort of (value, id,
+        # anchor) triples (ties are common: neighbours seen after the context's own timestamp all
+        # get the full recency weight; ids are unique, so the anchor never decides).
+        ranked = sorted(
+            zip(values.tolist(), self._numbers.ids(kept.numbers), kept.anchors.tolist(), strict=True),
+            reverse=True,
+        )[: c.k]
+        return Neighbourhood(
+            [sid for _, sid, _ in ranked],
+            np.array([value for value, _, _ in ranked]),
+            np.array([anchor for _, _, anchor in ranked], np.int64),
+        )
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""

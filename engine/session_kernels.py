@@ -247,5 +247,129 @@ def warm_up() -> float:
     packed = np.frombuffer(one.tobytes(), np.int32)  # session items arrive packed: read-only
     ones = np.ones(1, np.int64)
     VoteScratch().vote(packed, ones, np.ones(1), ones - 1, ones - 1, np.ones(3), 1, True, 1)
-    gather([(one, 1.0, 0)], np.zeros(1), -1, np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64), 1)
+    gather([(one, 1.0, 0)], np.zeros(1), -1, np.zeros(1), ones - 1, ones - 1, 1)
+    candidates_many(
+        one, ones, np.ones(1), ones - 1, ones, ones - 2, np.zeros(1), np.zeros(1), ones - 1, ones - 1, 1, 1
+    )
+    best_many(np.ones(1), np.ones(1, np.bool_), np.array([0, 1]), 1)
     return time.monotonic() - started
+
+
+def _candidates_many(
+    numbers: np.ndarray,
+    part_lengths: np.ndarray,
+    part_weights: np.ndarray,
+    part_positions: np.ndarray,
+    context_parts: np.ndarray,
+    owns: np.ndarray,
+    stamps: np.ndarray,
+    sim: np.ndarray,
+    anchor: np.ndarray,
+    mark: np.ndarray,
+    mark_base: int,
+    sample: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_gather` of many contexts (``context_parts`` parts each, without ``owns[j]``), each
+    cut to its ``sample`` most recent: flat numbers, sums, anchors, stamps and context of the kept
+    candidates, and per context whether sessions tied at the cut outnumber the places left (it
+    then keeps every candidate at least as recent, for ids to decide). Context ``j`` marks with
+    ``mark_base + j``."""
+    out_numbers = np.empty(len(numbers), np.int32)
+    out_sim = np.empty(len(numbers))
+    out_anchor = np.empty(len(numbers), np.int64)
+    out_stamps = np.empty(len(numbers))
+    out_context = np.empty(len(numbers), np.int64)
+    tied = np.zeros(len(context_parts), np.bool_)
+    union = np.empty(len(numbers), np.int32)
+    n_out = 0
+    part = 0
+    start = 0
+    for j in range(len(context_parts)):
+        mark_value = mark_base + j
+        n = 0
+        for _ in range(context_parts[j]):
+            weight = part_weights[part]
+            position = part_positions[part]
+            for i in range(start, start + part_lengths[part]):
+                number = numbers[i]
+                if mark[number] != mark_value:
+                    mark[number] = mark_value
+                    sim[number] = 0.0
+                    union[n] = number
+                    n += 1
+                sim[number] += weight
+                anchor[number] = position
+            start += part_lengths[part]
+            part += 1
+        m = 0
+        for i in range(n):
+            if union[i] != owns[j]:
+                union[m] = union[i]
+                m += 1
+        cut = -np.inf
+        limited = m > sample
+        if limited:
+            recent = np.empty(m)
+            for i in range(m):
+                recent[i] = stamps[union[i]]
+            cut = np.partition(recent, m - sample)[m - sample]  # the sample-th most recent
+            at_least = 0
+            for i in range(m):
+                if recent[i] >= cut:
+                    at_least += 1
+            tied[j] = at_least > sample
+        for i in range(m):
+            number = union[i]
+            if limited and not stamps[number] >= cut:
+                continue
+            out_numbers[n_out] = number
+            out_sim[n_out] = sim[number]
+            out_anchor[n_out] = anchor[number]
+            out_stamps[n_out] = stamps[number]
+            out_context[n_out] = j
+            n_out += 1
+    return (
+        out_numbers[:n_out],
+        out_sim[:n_out],
+        out_anchor[:n_out],
+        out_stamps[:n_out],
+        out_context[:n_out],
+        tied,
+    )
+
+
+def candidates_many(*args: Any) -> tuple[np.ndarray, ...]:
+    """:func:`_candidates_many`, compiled."""
+    return _compiled(_candidates_many)(*args)
+
+
+def _best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
+    """Per context (entries ``bounds[j]:bounds[j + 1]``), the held entries whose value is at
+    least the ``k``-th largest held value (all held ones when fewer): their positions, in order."""
+    out = np.empty(len(values), np.int64)
+    n_out = 0
+    for j in range(len(bounds) - 1):
+        lo, hi = bounds[j], bounds[j + 1]
+        count = 0
+        for i in range(lo, hi):
+            if held[i]:
+                count += 1
+        cut = -np.inf
+        if count > k:
+            kept = np.empty(count)
+            c = 0
+            for i in range(lo, hi):
+                if held[i]:
+                    kept[c] = values[i]
+                    c += 1
+            cut = np.partition(kept, count - k)[count - k]
+        for i in range(lo, hi):
+            if held[i] and values[i] >= cut:
+                out[n_out] = i
+                n_out += 1
+    return out[:n_out]
+
+
+def best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
+    """:func:`_best_many`, compiled."""
+    return _compiled(_best_many)(values, held, bounds, k)

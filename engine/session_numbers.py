@@ -184,6 +184,36 @@ class SessionNumbers:
             found = found.take(np.flatnonzero(found.numbers != number))
         return found
 
+    def candidates_many(
+        self,
+        parts: Sequence[Sequence[tuple[np.ndarray, float, int]]],
+        owns: Sequence[str | None],
+        sample: int,
+    ) -> tuple[Candidates, np.ndarray, np.ndarray]:
+        """:meth:`gather` of each context's ``parts`` (without its session ``owns[j]``), cut to
+        its ``sample`` most recent, compiled: the candidates of all contexts, each one's context,
+        and per context whether ties at the cut are left for ids to break (see
+        :func:`engine.session_kernels.candidates_many`)."""
+        every = [part for context_parts in parts for part in context_parts]
+        numbers = np.concatenate([numbers for numbers, _, _ in every]) if every else np.zeros(0, np.int32)
+        base = self._searches + 1
+        self._searches += len(parts)
+        found = session_kernels.candidates_many(
+            numbers,
+            np.array([len(numbers) for numbers, _, _ in every], np.int64),
+            np.array([weight for _, weight, _ in every], np.float64),
+            np.array([position for _, _, position in every], np.int64),
+            np.array([len(context_parts) for context_parts in parts], np.int64),
+            np.array([self._number.get(own, -1) if own is not None else -1 for own in owns], np.int64),
+            self._stamps,
+            self._sim,
+            self._anchor,
+            self._mark,
+            base,
+            sample,
+        )
+        return Candidates(*found[:4]), found[4], found[5]
+
     def ids(self, numbers: np.ndarray) -> list[str]:
         """The session ids of ``numbers``."""
         if len(numbers) == 0:

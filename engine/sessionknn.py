@@ -59,6 +59,7 @@ from engine.sequential_rules import RuleStore
 from engine.session_blend import Shortlist, blend_many
 from engine.session_kernels import AVAILABLE as COMPILED_KERNELS
 from engine.session_kernels import VoteScratch
+from engine.session_neighbours import neighbourhoods
 from engine.session_numbers import Candidates, SessionNumbers
 from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood, neighbour_votes, vote_arrays
 
@@ -268,24 +269,30 @@ class SessionKNN:
         anchor = dict(zip(ids, shared.anchors.tolist(), strict=True))
         return sim, anchor, self._numbers.ids(chosen.numbers)
 
-    def _candidates(self, context: Context) -> tuple[Candidates, Candidates]:
-        """Every session sharing items with the context, and the ``sample`` most recent of them."""
+    def index_parts(self, context: Context) -> list[tuple[np.ndarray, float, int]]:
+        """The context's items that have sessions, as (their sessions' numbers, weight, position),
+        in order of last occurrence, so that a session's anchor ends as its most recent shared item."""
         c = self.config
         numbers = self._numbers
-        numbers.rebuild_if_outgrown(len(self.session_ts))
         items = context.items[-c.max_session_length :]
         n = len(items)
         last_position: dict[str, int] = {}
         for position, item in enumerate(items):
             last_position[item] = position
         parts = []
-        # in order of last occurrence, so that a session's anchor ends as its most recent shared item
         for item, position in sorted(last_position.items(), key=lambda kv: kv[1]):
             index = self.item_sessions.get(item)
             if index:
                 weight = math.exp(-(n - 1 - position) / c.position_decay)
                 parts.append((numbers.of_item(item, index, self.session_ts), weight, position))
-        shared = numbers.gather(parts, context.session_id)
+        return parts
+
+    def _candidates(self, context: Context) -> tuple[Candidates, Candidates]:
+        """Every session sharing items with the context, and the ``sample`` most recent of them."""
+        c = self.config
+        numbers = self._numbers
+        numbers.rebuild_if_outgrown(len(self.session_ts))
+        shared = numbers.gather(self.index_parts(context), context.session_id)
         total = len(shared.numbers)
         if total <= c.sample:
             return shared, shared
@@ -395,7 +402,7 @@ class SessionKNN:
             chunk = contexts[start : start + VOTE_CHUNK]
             knn = None
             if c.k > 0:
-                found = [self.neighbourhood(context) for context in chunk]
+                found = neighbourhoods(self, chunk)
                 knn = vote_arrays(self, chunk, found, normalise=True)
             sources = [sr_sources(c, context.items) for context in chunk] if c.sr_weight > 0 else []
             part = None

@@ -1,0 +1,98 @@
+"""The neighbour search of :class:`~engine.sessionknn.SessionKNN` for a chunk of contexts at once,
+with the compiled loops of :mod:`engine.session_kernels`: the same neighbours, similarities and
+order as :meth:`~engine.sessionknn.SessionKNN.neighbourhood` gives one context at a time.
+
+Per context that method pays ~20 numpy calls of fixed cost (the sample and top-k choices, the
+recency factor); on a live stream, where every event's user is scored, that cost is paid per
+event. Here two compiled passes serve the whole chunk: the candidates of every context, cut to
+its ``sample`` most recent, then its ``k`` best; the recency factor is one numpy expression over
+the chunk (numpy's, not libm's, so the floats are the per-context ones). Ids are looked up only
+for the chosen neighbours and where ties at the sample's cut need them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine import session_kernels
+from engine.evaluation.base import Context
+from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood
+
+if TYPE_CHECKING:
+    from engine.session_numbers import SessionNumbers
+    from engine.sessionknn import SessionKNN
+
+
+def neighbourhoods(model: SessionKNN, contexts: Sequence[Context]) -> list[Neighbourhood]:
+    """:meth:`SessionKNN.neighbourhood` of each context."""
+    c = model.config
+    # The compiled path tells held sessions by their timestamps and needs no sizes: the presets'
+    # case. A store-backed reader, or a length norm, takes the per-context path.
+    if not (model.compiled and model.stamped_when_held and not c.length_norm):
+        return [model.neighbourhood(context) for context in contexts]
+    numbers = model._numbers
+    numbers.rebuild_if_outgrown(len(model.session_ts))
+    parts = [model.index_parts(context) for context in contexts]
+    found = numbers.candidates_many(parts, [context.session_id for context in contexts], c.sample)
+    chosen, context_of, tied = found
+    if tied.any():
+        keep = _break_ties_at_the_cut(numbers, chosen.numbers, chosen.stamps, context_of, tied, c.sample)
+        chosen, context_of = chosen.take(keep), context_of[keep]
+    values = chosen.similarities
+    if c.recency_half_life_s is not None:
+        now = np.array([context.ts for context in contexts])[context_of]
+        # a session without a timestamp counts as seen now
+        seen = np.where(chosen.stamps == -math.inf, now, chosen.stamps)
+        values = values * 0.5 ** (np.maximum(0.0, now - seen) / c.recency_half_life_s)
+    bounds = np.searchsorted(context_of, np.arange(len(contexts) + 1))
+    best = session_kernels.best_many(values, chosen.stamps > -math.inf, bounds, c.k)
+    best_bounds = np.searchsorted(context_of[best], np.arange(len(contexts) + 1)).tolist()
+    all_values = values[best].tolist()
+    all_sids = numbers.ids(chosen.numbers[best])
+    all_anchors = chosen.anchors[best].tolist()
+    out = []
+    for j in range(len(contexts)):
+        lo, hi = best_bounds[j], best_bounds[j + 1]
+        if lo == hi:
+            out.append(EMPTY_NEIGHBOURHOOD)
+            continue
+        # best first by (value, id), as heapq.nlargest would order them (ids are unique)
+        ranked = sorted(
+            zip(all_values[lo:hi], all_sids[lo:hi], all_anchors[lo:hi], strict=True), reverse=True
+        )
+        ranked = ranked[: c.k]
+        out.append(
+            Neighbourhood(
+                [sid for _, sid, _ in ranked],
+                np.array([value for value, _, _ in ranked]),
+                np.array([anchor for _, _, anchor in ranked], np.int64),
+            )
+        )
+    return out
+
+
+def _break_ties_at_the_cut(
+    numbers: SessionNumbers,
+    chosen: np.ndarray,
+    stamps: np.ndarray,
+    context_of: np.ndarray,
+    tied: np.ndarray,
+    sample: int,
+) -> np.ndarray:
+    """Positions to keep where a context's sessions tied at its sample's cut outnumber the places
+    left: the newer ones, and of the tied ones the greatest ids (as a store-backed reader, whose
+    numbers differ, would also pick)."""
+    keep = np.ones(len(chosen), bool)
+    for j in np.flatnonzero(tied).tolist():
+        mine = np.flatnonzero(context_of == j)
+        cut = stamps[mine].min()  # only candidates at least as recent as the cut were kept
+        newer = int((stamps[mine] > cut).sum())
+        at_cut = mine[stamps[mine] == cut]
+        by_id = sorted(zip(numbers.ids(chosen[at_cut]), at_cut.tolist(), strict=True), reverse=True)
+        keep[at_cut] = False
+        keep[[position for _, position in by_id[: sample - newer]]] = True
+    return np.flatnonzero(keep)

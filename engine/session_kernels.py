@@ -171,53 +171,6 @@ class VoteScratch:
         )
 
 
-def _gather(
-    numbers: np.ndarray,
-    lengths: np.ndarray,
-    weights: np.ndarray,
-    positions: np.ndarray,
-    stamps: np.ndarray,
-    own: int,
-    sim: np.ndarray,
-    anchor: np.ndarray,
-    mark: np.ndarray,
-    mark_value: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The union of parts of ``numbers`` (``lengths`` long, one weight and anchor position each;
-    see :meth:`engine.session_numbers.SessionNumbers.gather`) without ``own``: numbers, summed
-    weights, anchors (the last part's position) and stamps. ``mark`` must not hold ``mark_value``."""
-    union = np.empty(len(numbers), np.int32)
-    n = 0
-    start = 0
-    for part in range(len(lengths)):
-        weight = weights[part]
-        position = positions[part]
-        for i in range(start, start + lengths[part]):
-            number = numbers[i]
-            if mark[number] != mark_value:
-                mark[number] = mark_value
-                sim[number] = 0.0
-                union[n] = number
-                n += 1
-            sim[number] += weight
-            anchor[number] = position
-        start += lengths[part]
-    out_numbers = np.empty(n, np.int32)
-    out_sim = np.empty(n)
-    out_anchor = np.empty(n, np.int64)
-    out_stamps = np.empty(n)
-    kept = 0
-    for i in range(n):
-        number = union[i]
-        if number != own:
-            out_numbers[kept] = number
-            out_sim[kept] = sim[number]
-            out_anchor[kept] = anchor[number]
-            out_stamps[kept] = stamps[number]
-            kept += 1
-    return out_numbers[:kept], out_sim[:kept], out_anchor[:kept], out_stamps[:kept]
-
-
 def gather(
     parts: list[tuple[np.ndarray, float, int]],
     stamps: np.ndarray,
@@ -227,14 +180,26 @@ def gather(
     mark: np.ndarray,
     mark_value: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_gather` of ``(numbers, weight, position)`` parts."""
+    """The union of ``(numbers, weight, position)`` parts (see
+    :meth:`engine.session_numbers.SessionNumbers.gather`) without ``own``: numbers, summed
+    weights, anchors (the last part's position) and stamps; :func:`_candidates_many` of one
+    context with room for every candidate. ``mark`` must not hold ``mark_value``."""
     numbers = parts[0][0] if len(parts) == 1 else np.concatenate([numbers for numbers, _, _ in parts])
-    lengths = np.array([len(numbers) for numbers, _, _ in parts], np.int64)
-    weights = np.array([weight for _, weight, _ in parts])
-    positions = np.array([position for _, _, position in parts], np.int64)
-    return _compiled(_gather)(
-        numbers, lengths, weights, positions, stamps, own, sim, anchor, mark, mark_value
+    found = candidates_many(
+        numbers,
+        np.array([len(numbers) for numbers, _, _ in parts], np.int64),
+        np.array([weight for _, weight, _ in parts], np.float64),
+        np.array([position for _, _, position in parts], np.int64),
+        np.array([len(parts)], np.int64),
+        np.array([own], np.int64),
+        stamps,
+        sim,
+        anchor,
+        mark,
+        mark_value,
+        len(numbers),
     )
+    return found[0], found[1], found[2], found[3]
 
 
 def warm_up() -> float:
@@ -247,7 +212,6 @@ def warm_up() -> float:
     packed = np.frombuffer(one.tobytes(), np.int32)  # session items arrive packed: read-only
     ones = np.ones(1, np.int64)
     VoteScratch().vote(packed, ones, np.ones(1), ones - 1, ones - 1, np.ones(3), 1, True, 1)
-    gather([(one, 1.0, 0)], np.zeros(1), -1, np.zeros(1), ones - 1, ones - 1, 1)
     candidates_many(
         one, ones, np.ones(1), ones - 1, ones, ones - 2, np.zeros(1), np.zeros(1), ones - 1, ones - 1, 1, 1
     )
@@ -269,11 +233,13 @@ def _candidates_many(
     mark_base: int,
     sample: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_gather` of many contexts (``context_parts`` parts each, without ``owns[j]``), each
-    cut to its ``sample`` most recent: flat numbers, sums, anchors, stamps and context of the kept
-    candidates, and per context whether sessions tied at the cut outnumber the places left (it
-    then keeps every candidate at least as recent, for ids to decide). Context ``j`` marks with
-    ``mark_base + j``."""
+    """The union of each context's parts of ``numbers`` (``context_parts[j]`` parts, each
+    ``part_lengths`` long with one weight and anchor position; see
+    :meth:`engine.session_numbers.SessionNumbers.gather`) without ``owns[j]``, cut to its
+    ``sample`` most recent: flat numbers, summed weights, anchors (the last part's position),
+    stamps and context of the kept candidates, and per context whether sessions tied at the cut
+    outnumber the places left (it then keeps every candidate at least as recent, for ids to
+    decide). Context ``j`` marks with ``mark_base + j``; ``mark`` holds no such value yet."""
     out_numbers = np.empty(len(numbers), np.int32)
     out_sim = np.empty(len(numbers))
     out_anchor = np.empty(len(numbers), np.int64)

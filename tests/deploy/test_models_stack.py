@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,11 @@ def test_refresh_swaps_without_failing_requests(
     v2 = publish(train(events, TRAIN), model, index, store.client, "sr")
     assert v2.version != v1.version and v2.aligned_on > 0
     _wait(lambda: worker.stats.model_swaps == 2 and not any(group_lag(kafka_settings).values()))
+    # Events after the swap are scored in the new space (the worker may well have scored all of
+    # `second` before the training ended).
+    late = [replace(e, event_id=f"{e.event_id}-late", ts=e.ts + 3600) for e in second[-100:]]
+    replay_events(late, kafka_settings)
+    _wait(lambda: not any(group_lag(kafka_settings).values()))
     _wait(lambda: v2.version in answered, timeout=10)
     stop.set()
     querier.join()

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine import session_kernels
 from engine.evaluation.base import Context
-from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood
+from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood, ranked_neighbourhood
 
 if TYPE_CHECKING:
     from engine.session_numbers import SessionNumbers
@@ -59,19 +59,8 @@ def neighbourhoods(model: SessionKNN, contexts: Sequence[Context]) -> list[Neigh
         lo, hi = best_bounds[j], best_bounds[j + 1]
         if lo == hi:
             out.append(EMPTY_NEIGHBOURHOOD)
-            continue
-        # best first by (value, id), as heapq.nlargest would order them (ids are unique)
-        ranked = sorted(
-            zip(all_values[lo:hi], all_sids[lo:hi], all_anchors[lo:hi], strict=True), reverse=True
-        )
-        ranked = ranked[: c.k]
-        out.append(
-            Neighbourhood(
-                [sid for _, sid, _ in ranked],
-                np.array([value for value, _, _ in ranked]),
-                np.array([anchor for _, _, anchor in ranked], np.int64),
-            )
-        )
+        else:
+            out.append(ranked_neighbourhood(all_values[lo:hi], all_sids[lo:hi], all_anchors[lo:hi], c.k))
     return out
 
 

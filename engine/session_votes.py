@@ -46,6 +46,19 @@ class Votes(NamedTuple):
 EMPTY_NEIGHBOURHOOD = Neighbourhood([], np.zeros(0), np.zeros(0, np.int64))
 
 
+def ranked_neighbourhood(values: list[float], sids: list[str], anchors: list[int], k: int) -> Neighbourhood:
+    """The ``k`` best of parallel candidates, best first by (value, id) as heapq.nlargest would
+    order them: one sort of (value, id, anchor) triples (ties are common: neighbours seen after
+    the context's own timestamp all get the full recency weight; ids are unique, so the anchor
+    never decides)."""
+    ranked = sorted(zip(values, sids, anchors, strict=True), reverse=True)[:k]
+    return Neighbourhood(
+        [sid for _, sid, _ in ranked],
+        np.array([value for value, _, _ in ranked]),
+        np.array([anchor for _, _, anchor in ranked], np.int64),
+    )
+
+
 @lru_cache(maxsize=16)
 def gap_weights(config: SessionKNNConfig) -> np.ndarray:
     """``exp(-|gap| / item_decay)`` (times ``before_weight`` before the anchor) for every gap from

@@ -61,7 +61,13 @@ from engine.session_kernels import AVAILABLE as COMPILED_KERNELS
 from engine.session_kernels import VoteScratch
 from engine.session_neighbours import neighbourhoods
 from engine.session_numbers import Candidates, SessionNumbers
-from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood, neighbour_votes, vote_arrays
+from engine.session_votes import (
+    EMPTY_NEIGHBOURHOOD,
+    Neighbourhood,
+    neighbour_votes,
+    ranked_neighbourhood,
+    vote_arrays,
+)
 
 # Contexts whose neighbour votes share one vectorised pass: enough to amortise numpy's per-call
 # cost, few enough to bound the pass's arrays (k neighbours x their items per context).
@@ -350,17 +356,8 @@ class SessionKNN:
         if len(values) > c.k:  # the k best, and every session tied with the k-th
             top = np.flatnonzero(values >= np.partition(values, len(values) - c.k)[len(values) - c.k])
             values, kept = values[top], kept.take(top)
-        # Best first by (value, id), as heapq.nlargest would order them: one sort of (value, id,
-        # anchor) triples (ties are common: neighbours seen after the context's own timestamp all
-        # get the full recency weight; ids are unique, so the anchor never decides).
-        ranked = sorted(
-            zip(values.tolist(), self._numbers.ids(kept.numbers), kept.anchors.tolist(), strict=True),
-            reverse=True,
-        )[: c.k]
-        return Neighbourhood(
-            [sid for _, sid, _ in ranked],
-            np.array([value for value, _, _ in ranked]),
-            np.array([anchor for _, _, anchor in ranked], np.int64),
+        return ranked_neighbourhood(
+            values.tolist(), self._numbers.ids(kept.numbers), kept.anchors.tolist(), c.k
         )
 
     def knn_scores(self, context: Context) -> dict[str, float]:

@@ -94,13 +94,30 @@ while i <= n do
     local trend = base .. 'tr'
     local epoch = nil
     if trend_hl > 0 then epoch = tonumber(redis.call('HGET', meta, 'trend_epoch')) end
-    local function add_rule(source, target, weight)
+    -- Calls into Redis cost about a microsecond each beyond the command itself, so what this
+    -- call can know it keeps instead of reading it back per event: rule weights by distance;
+    -- the sizes of rule rows and item indexes (read once, then kept in step: nothing else
+    -- writes them while the script runs); each touched session's items since its first read,
+    -- with the list's length (when the list is shorter than `steps`, only that many are its).
+    local weights, weight_values = {}, {}
+    for d = 1, steps do
+      weights[d] = string.format('%.17g', d ^ -power)
+      weight_values[d] = tonumber(weights[d])
+    end
+    local rule_sizes, item_sizes = {}, {}
+    local recent, lengths = {}, {}
+    local function add_rule(source, target, d)
       local key = base .. 'r:' .. source
       -- Only a new rule can take a row past its cap, and a new rule scores exactly its first
       -- weight (weights are positive, so an existing rule scores more).
-      if tonumber(redis.call('ZINCRBY', key, weight, target)) == tonumber(weight)
-        and redis.call('ZCARD', key) > 2 * max_rules then
-        redis.call('ZREMRANGEBYRANK', key, 0, -(max_rules + 1))
+      if tonumber(redis.call('ZINCRBY', key, weights[d], target)) == weight_values[d] then
+        local size = rule_sizes[key]
+        if size == nil then size = redis.call('ZCARD', key) else size = size + 1 end
+        if size > 2 * max_rules then
+          redis.call('ZREMRANGEBYRANK', key, 0, -(max_rules + 1))
+          size = max_rules
+        end
+        rule_sizes[key] = size
       end
     end
     for j = 0, count - 1 do
@@ -118,19 +135,26 @@ while i <= n do
           local oldest = redis.call('ZPOPMIN', sessions)
           local okey = base .. 'ss:' .. oldest[1]
           for _, old_item in ipairs(redis.call('LRANGE', okey, 0, -1)) do
-            redis.call('ZREM', base .. 'is:' .. old_item, oldest[1])
+            local ikey = base .. 'is:' .. old_item
+            local removed = redis.call('ZREM', ikey, oldest[1])
+            if item_sizes[ikey] ~= nil then item_sizes[ikey] = item_sizes[ikey] - removed end
           end
           redis.call('DEL', okey)
+          recent[oldest[1]] = nil
           evicted_itself = oldest[1] == sid  -- older than every kept session: added back below
         end
       end
       if steps > 0 then
-        local seq = redis.call('LRANGE', skey, -steps, -1)
+        local seq = recent[sid]
+        if seq == nil then
+          seq = redis.call('LRANGE', skey, -steps, -1)
+          recent[sid] = seq
+          lengths[sid] = #seq
+        end
         local distance = 1
-        for k = #seq, 1, -1 do
-          local weight = string.format('%.17g', distance ^ -power)
-          add_rule(seq[k], item, weight)
-          if symmetric and seq[k] ~= item then add_rule(item, seq[k], weight) end
+        for k = #seq, math.max(1, #seq - math.min(steps, lengths[sid]) + 1), -1 do
+          add_rule(seq[k], item, distance)
+          if symmetric and seq[k] ~= item then add_rule(item, seq[k], distance) end
           distance = distance + 1
         end
       end
@@ -152,12 +176,24 @@ while i <= n do
       if redis.call('ZSCORE', ikey, sid) == false then
         redis.call('HINCRBY', base .. 'ic', item, 1)
         -- down to the cap, also when a row is longer than it (a cap lowered since it was written)
-        local size = redis.call('ZCARD', ikey)
-        if size >= max_is then redis.call('ZREMRANGEBYRANK', ikey, 0, size - max_is) end
+        local size = item_sizes[ikey]
+        if size == nil then size = redis.call('ZCARD', ikey) end
+        if size >= max_is then
+          redis.call('ZREMRANGEBYRANK', ikey, 0, size - max_is)
+          size = max_is - 1
+        end
+        item_sizes[ikey] = size + 1
       end
       redis.call('ZADD', ikey, ts_text, sid)
-      if redis.call('RPUSH', skey, item) > max_len then
+      local length = redis.call('RPUSH', skey, item)
+      if length > max_len then
         redis.call('LTRIM', skey, -max_len, -1)
+        length = max_len
+      end
+      local seq = recent[sid]
+      if seq ~= nil then
+        seq[#seq + 1] = item
+        lengths[sid] = length
       end
       if evicted_itself then redis.call('ZADD', sessions, ts_text, sid) end
     end

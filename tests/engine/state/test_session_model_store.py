@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from engine.config import EngineSettings
 from engine.evaluation.base import Context, top_k
 from engine.events import Event
 from engine.logic import compute_delta
-from engine.sessionknn import PRESETS, SessionKNN, SessionKNNConfig
+from engine.sessionknn import PRESETS, SessionKNN, SessionKNNConfig, session_of
 from engine.state.base import StateStore
 from engine.state.memory import MemoryStore
 from engine.state.redis_store import RedisSettings, RedisStore
@@ -40,6 +41,31 @@ def session_events(n_sessions: int = 400, seed: int = 7) -> list[Event]:
             # walk to a nearby item, or jump to a popular one
             item = (item + rng.randint(-3, 3)) % 60 if rng.random() < 0.7 else rng.choice((0, 1, 2, 3))
             events.append(Event(f"e{len(events)}", ts, user, f"i{item}", "click", session_id=sid))
+    return events
+
+
+def interleaved_events(n_events: int = 900, open_sessions: int = 12, seed: int = 3) -> list[Event]:
+    """Many sessions open at once, each event in a random one of them (a session ends after 1-9
+    events and a new one takes its place): one batch holds several events of a session, and a
+    small session cap evicts sessions that come back later."""
+    rng = random.Random(seed)
+    started = 0
+    open_now: list[list[str | int]] = []  # [session, events left]
+    events: list[Event] = []
+    ts = T0
+    while len(events) < n_events:
+        while len(open_now) < open_sessions:
+            open_now.append([f"s{started}", rng.randint(1, 9)])
+            started += 1
+        slot = open_now[rng.randrange(len(open_now))]
+        ts += rng.uniform(1, 30)
+        item = rng.randrange(40) if rng.random() < 0.8 else rng.choice((0, 1, 2))
+        events.append(
+            Event(f"e{len(events)}", ts, f"u{started % 97}", f"i{item}", "click", session_id=str(slot[0]))
+        )
+        slot[1] = int(slot[1]) - 1
+        if slot[1] == 0:
+            open_now.remove(slot)
     return events
 
 
@@ -194,14 +220,21 @@ def one_partition_store(
 
 
 @pytest.mark.stack
-def test_redis_evicts_sessions_like_the_in_memory_model(redis_url: str) -> None:
+@pytest.mark.parametrize(
+    ("stream", "max_sessions", "max_item_sessions"),
+    [("one at a time", 25, 500), ("one at a time", 25, 4), ("interleaved", 12, 4)],
+)
+def test_redis_evicts_sessions_like_the_in_memory_model(
+    redis_url: str, stream: str, max_sessions: int, max_item_sessions: int
+) -> None:
     """With one partition the per-partition session cap is the model's: evicted sessions leave
-    the item index in Redis exactly as in memory."""
-    config = PRESETS["sessions"].with_(max_sessions=25)
+    the item index in Redis exactly as in memory (also when evictions and the item cap meet
+    inside one batch, where the script keeps the index sizes itself)."""
+    config = PRESETS["sessions"].with_(max_sessions=max_sessions, max_item_sessions=max_item_sessions)
     store, settings = one_partition_store(redis_url, "ev", config)
     try:
-        events = session_events(150)
-        feed(store, events, settings, partitions=1)
+        events = session_events(150) if stream == "one at a time" else interleaved_events()
+        feed(store, events, settings, batch=200, partitions=1)  # evictions and re-adds in one batch
         reference = SessionKNN(config)
         reference.learn(events)
         loaded = store.whole_session_model()
@@ -210,7 +243,66 @@ def test_redis_evicts_sessions_like_the_in_memory_model(redis_url: str) -> None:
         assert {i: list(s) for i, s in loaded.item_sessions.items()} == {
             i: list(s) for i, s in reference.item_sessions.items()
         }
-        assert set().union(*loaded.item_sessions.values()) == set(reference.sessions)
+        indexed = set().union(*loaded.item_sessions.values())
+        # a small item cap may push a kept session out of every index; an evicted one is never left
+        assert (
+            indexed == set(reference.sessions)
+            if max_item_sessions > 8
+            else indexed <= set(reference.sessions)
+        )
+    finally:
+        store.close()
+
+
+def redis_rule_rows(events: list[Event], config: SessionKNNConfig) -> dict[str, dict[str, float]]:
+    """The rule rows the Lua script must leave for ``events`` on one partition: the model's rule
+    steps over each session's kept items, a row trimmed past twice its cap the way Redis ranks
+    (weakest first, ties by member bytes), not as the in-memory model breaks ties."""
+    rows: dict[str, dict[str, float]] = {}
+    kept: OrderedDict[str, list[str]] = OrderedDict()  # by last activity (timestamps increase)
+    for event in events:
+        sid = session_of(event)
+        if sid in kept:
+            kept.move_to_end(sid)
+        elif len(kept) == config.max_sessions:
+            kept.popitem(last=False)
+        seq = kept.setdefault(sid, [])
+        for distance, prev in enumerate(reversed(seq[-config.sr_steps :]), 1):
+            row = rows.setdefault(prev, {})
+            new = event.item_id not in row
+            row[event.item_id] = row.get(event.item_id, 0.0) + distance**-config.sr_distance_power
+            if new and len(row) > 2 * config.max_rules:
+                strongest = sorted(row.items(), key=lambda kv: (kv[1], kv[0].encode()))[-config.max_rules :]
+                rows[prev] = dict(strongest)
+        seq.append(event.item_id)
+        del seq[: -config.max_session_length]
+    return rows
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize(("stream", "max_sessions"), [("one at a time", 500_000), ("interleaved", 6)])
+def test_redis_rules_follow_each_sessions_last_items_and_row_caps(
+    redis_url: str, stream: str, max_sessions: int
+) -> None:
+    """Sessions kept shorter than the rule span, rows trimmed often, several events of a session
+    in one batch, sessions evicted and coming back: the script's own copies of session items and
+    row sizes must give the rows that reading both back from Redis at every event would."""
+    config = PRESETS["sessions"].with_(
+        max_session_length=3, sr_steps=5, max_rules=2, sr_distance_power=0.7, max_sessions=max_sessions
+    )
+    store, settings = one_partition_store(redis_url, "rules", config)
+    try:
+        events = session_events(150) if stream == "one at a time" else interleaved_events()
+        feed(store, events, settings, partitions=1)
+        expected = redis_rule_rows(events, config)
+        assert any(len(row) > config.max_rules for row in expected.values())
+        actual = {}
+        for key in store.client.scan_iter(match="rules:{0}:r:*"):
+            name = key.decode()
+            actual[name.rsplit(":", 1)[1]] = {
+                m.decode(): s for m, s in store.client.zrange(key, 0, -1, withscores=True)
+            }
+        assert actual == expected
     finally:
         store.close()
 

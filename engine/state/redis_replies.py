@@ -1,4 +1,4 @@
-"""Turning the Redis store's pipeline replies into engine values (no I/O here)."""
+"""Turning the Redis store's replies (pipelines and read_users.lua) into engine values (no I/O here)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def user_vector(reply: list[Any]) -> tuple[np.ndarray | None, str | None]:
     return (vector, text(version)) if vector is not None and version is not None else (None, None)
 
 
-PROFILE_REPLIES = 4  # pipeline replies per user queued by RedisStore._queue_profiles
+PROFILE_REPLIES = 4  # replies per user of read_users.lua in mode "profiles" (and first in "recs")
 
 
 def parse_profiles(replies: list[Any], users: list[str]) -> dict[str, UserProfile]:

@@ -87,8 +87,9 @@ class RedisStore:
         self.partitions = partitions
         self.engine = engine or EngineSettings()
         self.client = client or connect(settings)
-        source = resources.files("engine.state").joinpath("apply_batch.lua").read_text()
-        self._apply_script = self.client.register_script(source)
+        scripts = resources.files("engine.state")
+        self._apply_script = self.client.register_script(scripts.joinpath("apply_batch.lua").read_text())
+        self._read_script = self.client.register_script(scripts.joinpath("read_users.lua").read_text())
         self.session_config = preset_for_engine(self.engine.session_model)
 
     def __repr__(self) -> str:
@@ -114,6 +115,46 @@ class RedisStore:
                 raise StateStoreError(f"Redis {what} failed: {exc}") from exc
         raise AssertionError("unreachable")
 
+    def _run_scripts(
+        self,
+        script: Any,
+        calls: Sequence[tuple[list[str], list[Any]]],
+        what: str,
+        extra: Callable[[Any], None] | None = None,
+    ) -> tuple[list[Any], list[Any]]:
+        """Replies of ``script`` run once per ``(keys, args)`` call, and of the commands ``extra``
+        queues on a pipeline; one round trip where the client allows it."""
+        if self.settings.cluster or (len(calls) == 1 and extra is None):
+            # the script object's own call (EVALSHA, loading the script if needed), one per
+            # call: a single one needs no pipeline, and a cluster pipeline refuses EVALSHA
+            results = [
+                self._call(lambda k=keys, a=args: script(keys=k, args=a), what) for keys, args in calls
+            ]
+            extras = self._pipelined(what)(extra) if extra is not None else []
+            return results, extras
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if extra is not None:
+                extra(pipe)
+            return pipe.execute(raise_on_error=False)
+
+        replies = self._call(run, what)
+        results = []
+        for (keys, args), result in zip(calls, replies, strict=False):
+            if isinstance(result, redis.exceptions.NoScriptError):  # a Redis restarted since
+                result = self._call(lambda k=keys, a=args: script(keys=k, args=a), what)
+            elif isinstance(result, Exception):
+                raise StateStoreError(f"Redis {what} failed: {result}")
+            results.append(result)
+        extras = replies[len(calls) :]
+        for reply in extras:
+            if isinstance(reply, Exception):
+                raise StateStoreError(f"Redis {what} failed: {reply}")
+        return results, extras
+
     def ping(self) -> bool:
         return bool(self._call(self.client.ping, "ping"))
 
@@ -132,21 +173,18 @@ class RedisStore:
             for partition, users in wanted.items()
         }
 
-        def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for partition, plan in plans.items():
-                base = self._base(partition)
-                pipe.hmget(base + "meta", "watermark", "popularity_epoch")
-                for user, event_ids in plan:
-                    pipe.lrange(base + "h:" + user, 0, -1)
-                    pipe.hmget(base + "s:" + user, "id", "ts")
-                    pipe.hmget(base + "uv:" + user, "v", "ver")
-                    if event_ids:
-                        pipe.zmscore(base + "seen:" + user, event_ids)
-            return pipe.execute()
-
-        replies = iter(self._call(run, "load"))
-        return {partition: parse_load(replies, plan) for partition, plan in plans.items()}
+        calls = []
+        for partition, plan in plans.items():
+            base = self._base(partition)
+            args: list[Any] = [base, "load"]
+            for user, event_ids in plan:
+                args += [user, len(event_ids), *event_ids]
+            calls.append(([base + "meta"], args))
+        replies, _ = self._run_scripts(self._read_script, calls, "load")
+        return {
+            partition: parse_load(iter(reply), plan)
+            for (partition, plan), reply in zip(plans.items(), replies, strict=True)
+        }
 
     def _encode(self, delta: StateDelta) -> list[str | bytes]:
         e = self.engine
@@ -195,30 +233,8 @@ class RedisStore:
 
     def apply_many(self, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:
         calls = [([self._base(d.partition) + "meta"], self._encode(d)) for d in deltas]
-        if len(calls) == 1 or self.settings.cluster:
-            # the script object's own call (EVALSHA, loading the script if needed), one per delta:
-            # a single one needs no pipeline, and a cluster pipeline refuses EVALSHA
-            results = [
-                self._call(lambda k=keys, a=args: self._apply_script(keys=k, args=a), "batch write")
-                for keys, args in calls
-            ]
-        else:
-
-            def run() -> list[Any]:
-                pipe = self.client.pipeline(transaction=False)
-                for keys, args in calls:
-                    pipe.evalsha(self._apply_script.sha, len(keys), *keys, *args)
-                return pipe.execute(raise_on_error=False)
-
-            results = self._call(run, "batch write")
-        conflicts: list[WatermarkConflict | None] = []
-        for delta, (keys, args), result in zip(deltas, calls, results, strict=True):
-            if isinstance(result, redis.exceptions.NoScriptError):  # a Redis restarted since
-                result = self._call(lambda k=keys, a=args: self._apply_script(keys=k, args=a), "batch write")
-            elif isinstance(result, Exception):
-                raise StateStoreError(f"Redis batch write failed: {result}")
-            conflicts.append(conflict_of(delta, result))
-        return conflicts
+        results, _ = self._run_scripts(self._apply_script, calls, "batch write")
+        return [conflict_of(delta, result) for delta, result in zip(deltas, results, strict=True)]
 
     def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:
         if not any(digests.values()):
@@ -247,49 +263,28 @@ class RedisStore:
 
     def profiles(self, partition: int, users: Iterable[str]) -> dict[str, UserProfile]:
         users = list(users)
-
-        def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_profiles(pipe, partition, users)
-            return pipe.execute()
-
-        return parse_profiles(self._call(run, "profiles"), users)
-
-    def _queue_profiles(self, pipe: Any, partition: int, users: list[str]) -> None:
-        """Queue the reads :func:`~engine.state.redis_replies.parse_profiles` turns into profiles (``PROFILE_REPLIES`` a user)."""
         base = self._base(partition)
-        for user in users:
-            pipe.lrange(base + "h:" + user, 0, -1)
-            pipe.smembers(base + "b:" + user)
-            pipe.hmget(base + "uv:" + user, "v", "ver")
-            pipe.hmget(base + "s:" + user, "id", "ts")
+        (reply,), _ = self._run_scripts(
+            self._read_script, [([base + "meta"], [base, "profiles", *users])], "profiles"
+        )
+        return parse_profiles(reply, users)
 
     def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
         members = {partition: list(group) for partition, group in users.items()}
         fetch = self._trending_fetch(trending)
-
-        def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for partition, group in members.items():
-                self._queue_profiles(pipe, partition, group)
-                base = self._base(partition)
-                for user in group:  # GETs, not an MGET: a cluster pipeline refuses MGET
-                    pipe.get(base + "rd:" + user)
-            if trending > 0:
-                self._queue_trending(pipe, fetch)
-            return pipe.execute()
-
-        replies = self._call(run, "recs read")
+        calls = [
+            ([self._base(partition) + "meta"], [self._base(partition), "recs", *group])
+            for partition, group in members.items()
+        ]
+        extra = (lambda pipe: self._queue_trending(pipe, fetch)) if trending > 0 else None
+        replies, trending_replies = self._run_scripts(self._read_script, calls, "recs read", extra)
         inputs = RecsInputs({}, {}, [])
-        pos = 0
-        for partition, group in members.items():
-            end = pos + PROFILE_REPLIES * len(group)
-            inputs.profiles[partition] = parse_profiles(replies[pos:end], group)
-            pos, end = end, end + len(group)
-            inputs.digests[partition] = parse_digests(replies[pos:end], group)
-            pos = end
+        for (partition, group), reply in zip(members.items(), replies, strict=True):
+            split = PROFILE_REPLIES * len(group)
+            inputs.profiles[partition] = parse_profiles(reply[:split], group)
+            inputs.digests[partition] = parse_digests(reply[split:], group)
         if trending > 0:
-            inputs.trending = self._parse_trending(replies[pos:], trending)
+            inputs.trending = self._parse_trending(trending_replies, trending)
         return inputs
 
     def neighbours(self, items: Iterable[str], n: int) -> dict[str, dict[str, float]]:

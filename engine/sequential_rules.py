@@ -11,13 +11,22 @@ strongest targets once it holds twice that many (ties: the earlier-seen target s
 ({'b': 2.0, 'c': 0.5}, 2.0)
 >>> rules.votes([("a", 1.0), ("zzz", 1.0)])
 {'b': 2.0, 'c': 0.5}
+>>> rules.add_many(["c", "a"], "b", [1.0, 0.5]); rules.row("a"), rules.row("c")
+({'b': 2.5, 'c': 0.5}, {'b': 1.0})
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
+
+
+@lru_cache(maxsize=8)
+def rule_weights(steps: int, power: float) -> tuple[float, ...]:
+    """What a rule ``d`` steps back adds, for ``d = 1 .. steps``: ``1 / d ** power``."""
+    return tuple(distance**-power for distance in range(1, steps + 1))
 
 
 class _Row:
@@ -88,6 +97,20 @@ class RuleStore:
         row.add(t, weight)
         if row.size > 2 * self.max_rules:
             row.keep_strongest(self.max_rules)
+
+    def add_many(self, sources: Sequence[str], target: str, weights: Sequence[float]) -> None:
+        """:meth:`add` of ``(source, target, weight)`` for each source and its weight, in order
+        (one call for a touch's rules: they share their target, which is numbered first)."""
+        number, rows, cap = self.number, self.rows, 2 * self.max_rules
+        t = number(target)
+        for source, weight in zip(sources, weights, strict=False):
+            s = number(source)
+            row = rows.get(s)
+            if row is None:
+                row = rows[s] = _Row()
+            row.add(t, weight)
+            if row.size > cap:
+                row.keep_strongest(self.max_rules)
 
     def row(self, source: str) -> dict[str, float]:
         """A copy of one row as a dict (empty for an unknown source)."""

@@ -55,7 +55,7 @@ import numpy as np
 
 from engine.evaluation.base import Context, top_k
 from engine.events import Event
-from engine.sequential_rules import RuleStore
+from engine.sequential_rules import RuleStore, rule_weights
 from engine.session_blend import Shortlist, blend_many
 from engine.session_kernels import AVAILABLE as COMPILED_KERNELS
 from engine.session_kernels import VoteScratch
@@ -190,14 +190,15 @@ class SessionKNN:
                 self._forget(*self.sessions.popitem(last=False))
         else:
             self.sessions.move_to_end(sid)
-        if c.sr_weight > 0:
-            distance = 1
-            for prev in reversed(seq[-c.sr_steps :]):
-                weight = distance**-c.sr_distance_power
-                self.rules.add(prev, item, weight)
-                if c.sr_symmetric and prev != item:
-                    self.rules.add(item, prev, weight)
-                distance += 1
+        if c.sr_weight > 0 and seq:
+            weights = rule_weights(c.sr_steps, c.sr_distance_power)
+            if c.sr_symmetric:  # the two directions interleave: a row's slots follow first sight
+                for prev, weight in zip(reversed(seq[-c.sr_steps :]), weights, strict=False):
+                    self.rules.add(prev, item, weight)
+                    if prev != item:
+                        self.rules.add(item, prev, weight)
+            else:
+                self.rules.add_many(seq[: -c.sr_steps - 1 : -1], item, weights)
         if c.trend_weight > 0:
             self._add_trend(item, ts)
         index = self.item_sessions.get(item)

@@ -14,6 +14,7 @@ from engine.evaluation.peers import VSKNNPeer
 from engine.evaluation.protocols import next_item_split, run_next_item
 from engine.events import Event
 from engine.loaders import load_events
+from engine.sequential_rules import RuleStore
 from engine.sessionknn import PRESETS, SessionKNN, SessionKNNConfig
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
@@ -58,6 +59,35 @@ def test_sequential_rules_follow_the_order_of_clicks() -> None:
     symmetric = SessionKNN(k=0, sr_weight=1.0, sr_symmetric=True)
     symmetric.learn(sessions([("s1", "a"), ("s1", "b")]))
     assert symmetric.recommend(Context("q", ("b",), T0), 1) == ["a"]
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_each_touch_adds_the_rule_of_every_item_up_to_sr_steps_back(symmetric: bool) -> None:
+    """A touch adds ``1 / d ** power`` from each of the session's last ``sr_steps`` items (``d``
+    steps back) to the new item, and back with ``sr_symmetric``, in that order: a row's slots
+    follow first sight, which decides ties when a row is trimmed."""
+    config = SessionKNNConfig(
+        sr_weight=1.0, sr_steps=3, sr_distance_power=0.7, sr_symmetric=symmetric, max_rules=3
+    )
+    rng = random.Random(5)
+    events = sessions([(f"s{n // 6}", f"i{rng.randrange(12)}") for n in range(600)])
+    model = SessionKNN(config)
+    model.learn(events)
+    expected = RuleStore(config.max_rules)
+    kept: dict[str, list[str]] = {}
+    targets: dict[str, set[str]] = {}
+    for event in events:
+        seq = kept.setdefault(event.session_id or "", [])
+        for distance, prev in enumerate(reversed(seq[-config.sr_steps :]), 1):
+            targets.setdefault(prev, set()).add(event.item_id)
+            expected.add(prev, event.item_id, distance**-config.sr_distance_power)
+            if symmetric and prev != event.item_id:
+                expected.add(event.item_id, prev, distance**-config.sr_distance_power)
+        seq.append(event.item_id)
+    assert max(map(len, targets.values())) > 2 * config.max_rules  # rows were trimmed too
+    assert expected.names == model.rules.names
+    for source in expected.names:
+        assert list(model.rules.row(source).items()) == list(expected.row(source).items()), source
 
 
 def test_reminders_put_the_current_session_first() -> None:

@@ -51,9 +51,9 @@ def neighbourhoods(model: SessionKNN, contexts: Sequence[Context]) -> list[Neigh
     bounds = np.searchsorted(context_of, np.arange(len(contexts) + 1))
     best = session_kernels.best_many(values, chosen.stamps > -math.inf, bounds, c.k)
     best_bounds = np.searchsorted(context_of[best], np.arange(len(contexts) + 1)).tolist()
-    all_values = values[best].tolist()
+    all_values = values[best]
     all_sids = numbers.ids(chosen.numbers[best])
-    all_anchors = chosen.anchors[best].tolist()
+    all_anchors = chosen.anchors[best]
     out = []
     for j in range(len(contexts)):
         lo, hi = best_bounds[j], best_bounds[j + 1]

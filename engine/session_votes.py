@@ -46,17 +46,15 @@ class Votes(NamedTuple):
 EMPTY_NEIGHBOURHOOD = Neighbourhood([], np.zeros(0), np.zeros(0, np.int64))
 
 
-def ranked_neighbourhood(values: list[float], sids: list[str], anchors: list[int], k: int) -> Neighbourhood:
+def ranked_neighbourhood(values: np.ndarray, sids: list[str], anchors: np.ndarray, k: int) -> Neighbourhood:
     """The ``k`` best of parallel candidates, best first by (value, id) as heapq.nlargest would
-    order them: one sort of (value, id, anchor) triples (ties are common: neighbours seen after
-    the context's own timestamp all get the full recency weight; ids are unique, so the anchor
-    never decides)."""
-    ranked = sorted(zip(values, sids, anchors, strict=True), reverse=True)[:k]
-    return Neighbourhood(
-        [sid for _, sid, _ in ranked],
-        np.array([value for value, _, _ in ranked]),
-        np.array([anchor for _, _, anchor in ranked], np.int64),
-    )
+    order them (ties are common: neighbours seen after the context's own timestamp all get the
+    full recency weight; ids are unique, so nothing else decides). Two stable sorts, by id and
+    then by value, give that order for a third less than one sort of (value, id) pairs."""
+    order = sorted(range(len(sids)), key=sids.__getitem__, reverse=True)
+    order.sort(key=values.tolist().__getitem__, reverse=True)
+    del order[k:]
+    return Neighbourhood([sids[i] for i in order], values[order], anchors[order])
 
 
 @lru_cache(maxsize=16)

@@ -357,9 +357,7 @@ class SessionKNN:
         if len(values) > c.k:  # the k best, and every session tied with the k-th
             top = np.flatnonzero(values >= np.partition(values, len(values) - c.k)[len(values) - c.k])
             values, kept = values[top], kept.take(top)
-        return ranked_neighbourhood(
-            values.tolist(), self._numbers.ids(kept.numbers), kept.anchors.tolist(), c.k
-        )
+        return ranked_neighbourhood(values, self._numbers.ids(kept.numbers), kept.anchors, c.k)
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""

@@ -170,7 +170,7 @@ def test_trending_cuts_ties_like_the_memory_store(redis_url: str, partitions: in
 # --- packaging -----------------------------------------------------------------------------------
 
 
-def test_the_batch_script_is_package_data() -> None:
+def test_the_scripts_are_package_data() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     shipped: set[Path] = set()
     for package, patterns in config.get("package-data", {}).items():
@@ -182,18 +182,41 @@ def test_the_batch_script_is_package_data() -> None:
         for directory in dirs:
             for pattern in patterns:
                 shipped.update(p.resolve() for p in directory.glob(pattern))
-    assert (ROOT / "engine" / "state" / "apply_batch.lua").resolve() in shipped
+    for script in ("apply_batch.lua", "read_users.lua"):
+        assert (ROOT / "engine" / "state" / script).resolve() in shipped
 
 
 @pytest.mark.stack
 def test_a_poll_of_several_partitions_writes_after_the_script_cache_was_flushed(store: RedisStore) -> None:
     """The multi-partition write sends EVALSHA in one pipeline; a Redis that lost its scripts
-    (restarted, SCRIPT FLUSH) answers NOSCRIPT, and each such write is sent again with the script."""
+    (restarted, SCRIPT FLUSH) answers NOSCRIPT, and each such call (the batch's reads first, then
+    its writes) is sent again with the script."""
     batches = {p: [RawRecord(p, 0, encode_event(Event(f"e{p}", T0, f"u{p}", "a", "view")))] for p in (0, 1)}
     store.client.script_flush()
     outcomes = BatchProcessor(store, SETTINGS).process_many(batches)
     assert [o.applied for o in outcomes] == [1, 1]  # type: ignore[union-attr]
     assert store.watermarks() == {0: 0, 1: 0}
+
+
+@pytest.mark.stack
+def test_recs_inputs_of_several_partitions_are_read_after_the_script_cache_was_flushed(
+    store: RedisStore,
+) -> None:
+    """The scorer's read (one script call per partition, trending in the same pipeline) falls
+    back to sending the script when Redis has lost it, and reads the same."""
+    batches = {
+        p: [
+            RawRecord(p, n, encode_event(Event(f"e{p}{n}", T0 + n, f"u{p}", f"i{n}", "purchase")))
+            for n in range(3)
+        ]
+        for p in (0, 1)
+    }
+    BatchProcessor(store, SETTINGS).process_many(batches)
+    before = store.recs_inputs({0: ["u0", "nobody"], 1: ["u1"]}, 5)
+    store.client.script_flush()
+    after = store.recs_inputs({0: ["u0", "nobody"], 1: ["u1"]}, 5)
+    assert after == before
+    assert before.profiles[1]["u1"].purchased == {"i0", "i1", "i2"} and before.trending
 
 
 @pytest.mark.stack

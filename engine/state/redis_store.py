@@ -1,4 +1,5 @@
-"""Redis state store: one Lua script per batch writes the delta and the watermark atomically.
+"""Redis state store: one Lua script per batch writes the delta and the watermark atomically, and
+another reads a batch's users (``read_users.lua``) in one call per partition.
 
 Key layout (``<prefix>`` defaults to ``sr``); the ``{p}`` hash tag puts every key a partition's batch
 touches into one Redis Cluster slot, so the atomic write never spans slots::

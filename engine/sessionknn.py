@@ -104,6 +104,14 @@ class SessionKNNConfig:
     max_rules: int = 500
     by_user: bool = False  # a user's whole history is one sequence (ignore shop session ids)
 
+    def __post_init__(self) -> None:
+        for name in ("sr_steps", "max_session_length", "max_item_sessions", "max_sessions", "max_rules"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        # weights within 2 ** 40 of each other: no sum rounds back to one weight (apply_batch.lua)
+        if not abs(self.sr_distance_power) * math.log2(self.sr_steps) <= 40:
+            raise ValueError("sr_distance_power is too large for sr_steps (sr_steps ** |power| > 2 ** 40)")
+
     def with_(self, **changes: Any) -> SessionKNNConfig:
         return replace(self, **changes)
 

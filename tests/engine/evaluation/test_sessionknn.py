@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -88,6 +89,22 @@ def test_each_touch_adds_the_rule_of_every_item_up_to_sr_steps_back(symmetric: b
     assert expected.names == model.rules.names
     for source in expected.names:
         assert list(model.rules.row(source).items()) == list(expected.row(source).items()), source
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"sr_steps": 0},
+        {"max_session_length": 0},
+        {"max_item_sessions": 0},
+        {"sr_steps": 2, "sr_distance_power": 60.0},  # a sum could round back to one weight
+        {"sr_steps": 10, "sr_distance_power": -13.0},
+        {"sr_distance_power": math.nan},
+    ],
+)
+def test_configurations_the_models_cannot_mirror_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        SessionKNNConfig().with_(**bad)
 
 
 def test_reminders_put_the_current_session_first() -> None:

@@ -5,7 +5,7 @@ offline evaluation compute it with the same function, and ``streamrec verify`` r
 state with it, so there is one definition of what an event does to the state.
 
 >>> from engine.config import EngineSettings
->>> from engine.events import Event
+>>> from engine.events import EVENT_TYPES, Event
 >>> events = [Event("e1", 1e9, "u", "a", "view"), Event("e2", 1e9 + 5, "u", "b", "purchase")]
 >>> delta = compute_delta(0, [(10, events[0]), (11, events[1])], {}, PartitionMeta(), EngineSettings(cooccurrence_rows="on"))
 >>> delta.history["u"], delta.purchases["u"], delta.last_offset
@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace, vector_from_history
-from engine.events import Event
+from engine.events import EVENT_TYPES, Event
 
 # Rebase the popularity epoch once scores would grow past 2**REBASE_AFTER_HALF_LIVES.
 REBASE_AFTER_HALF_LIVES = 60.0
@@ -132,6 +132,10 @@ def compute_delta(
     # no earlier item is paired when the rows are not kept (EngineSettings.cooccurrence_rows)
     window = settings.cooccurrence_window if settings.keeps_cooccurrence else 0
     decay = settings.cooccurrence_decay
+    # settings read once a batch, not once an event
+    type_weights = {event_type: settings.type_weight(event_type) for event_type in EVENT_TYPES}
+    history_length, user_decay = settings.history_length, settings.user_vector_decay
+    half_life, session_gap = settings.popularity_half_life_s, settings.session_gap_s
     for _, event in records:
         user = event.user_id
         state = working.get(user)
@@ -153,7 +157,7 @@ def compute_delta(
         delta.applied += 1
         delta.seen.setdefault(user, []).append((event.event_id, event.ts))
 
-        weight = settings.type_weight(event.type)
+        weight = type_weights[event.type]
         item = event.item_id
         factor = 1.0
         for earlier in state.history[:window]:
@@ -162,7 +166,7 @@ def compute_delta(
                 _add(delta.cooccurrence, item, earlier, weight * factor)
             factor *= decay
         state.history.insert(0, item)
-        del state.history[settings.history_length :]
+        del state.history[history_length:]
         delta.history.setdefault(user, []).append(item)
         if event.type == "purchase":
             delta.purchases.setdefault(user, []).append(item)
@@ -170,16 +174,14 @@ def compute_delta(
         if item_vector is not None:
             vector = state.vector
             state.vector = (
-                weight * item_vector
-                if vector is None
-                else settings.user_vector_decay * vector + weight * item_vector
+                weight * item_vector if vector is None else user_decay * vector + weight * item_vector
             )
 
         assert epoch is not None
-        boost = weight * 2.0 ** ((event.ts - epoch) / settings.popularity_half_life_s)
+        boost = weight * 2.0 ** ((event.ts - epoch) / half_life)
         delta.popularity[item] = delta.popularity.get(item, 0.0) + boost
 
-        session = _session_for(event, state, settings.session_gap_s)
+        session = _session_for(event, state, session_gap)
         last_ts = (
             max(event.ts, state.session_last_ts or event.ts) if session == state.session_id else event.ts
         )

@@ -5,7 +5,7 @@ offline evaluation compute it with the same function, and ``streamrec verify`` r
 state with it, so there is one definition of what an event does to the state.
 
 >>> from engine.config import EngineSettings
->>> from engine.events import EVENT_TYPES, Event
+>>> from engine.events import Event
 >>> events = [Event("e1", 1e9, "u", "a", "view"), Event("e2", 1e9 + 5, "u", "b", "purchase")]
 >>> delta = compute_delta(0, [(10, events[0]), (11, events[1])], {}, PartitionMeta(), EngineSettings(cooccurrence_rows="on"))
 >>> delta.history["u"], delta.purchases["u"], delta.last_offset

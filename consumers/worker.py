@@ -69,6 +69,7 @@ class _Pending:
     written: list[BatchOutcome]
     done: list[TopicPartition]  # the offsets to commit once its recs are out
     versions: dict[str, str | None]
+    received_at: float  # unix seconds when the poll's records were handed to the worker
 
 
 @dataclass(slots=True)
@@ -248,6 +249,7 @@ class Worker:
                     messages = []
                 else:
                     messages = self._poll(consumer, wait=self._pending is None)
+                received_at = time.time()
                 batches = self._split(messages)
                 if not batches and self._pending is None:
                     if until_idle and self._caught_up():
@@ -259,7 +261,7 @@ class Worker:
                 try:
                     started = time.perf_counter()
                     if batches:
-                        self._handle(consumer, producer, recs, dlq, batches)
+                        self._handle(consumer, producer, recs, dlq, batches, received_at)
                     else:
                         self._finish_pending(consumer, producer, recs)
                     if self.on_batch is not None:
@@ -442,6 +444,7 @@ class Worker:
         recs: RecsPublisher,
         dlq: DeadLetterPublisher,
         batches: dict[int, list[RawRecord]],
+        received_at: float,
     ) -> None:
         """Steps 1-3 of a poll, then steps 4-6 of the previous one (see the module doc), then this
         poll's scoring starts; with an inline scorer this poll's steps 4-6 follow at once."""
@@ -494,7 +497,7 @@ class Worker:
             done.append(TopicPartition(topic, outcome.partition, outcome.last_offset + 1))
         self._finish_pending(consumer, producer, recs)
         touched = {o.partition: o.touched_users for o in written if o.touched_users}
-        self._pending = _Pending(batches, written, done, self.versions)
+        self._pending = _Pending(batches, written, done, self.versions, received_at)
         # One scoring pass for the whole poll: the partitions share one read round trip.
         self.scorer.submit(ScoreJob(touches, touched if self.settings.publish_recs else {}, new_vectors))
         self.stats.batches += 1
@@ -521,7 +524,8 @@ class Worker:
             if not lists:
                 continue
             source = (topic, outcome.partition, outcome.last_offset)
-            changed = recs.publish(lists, result.digests.get(outcome.partition, {}), source, pending.versions)
+            digests = result.digests.get(outcome.partition, {})
+            changed = recs.publish(lists, digests, source, pending.versions, pending.received_at)
             pending_digests[outcome.partition] = changed
             self.stats.recs_published += len(changed)
         self._fault_at("recs_produced")

@@ -45,10 +45,14 @@ def recs_digest(items: list[str]) -> str:
 
 
 def recs_record(
-    user: str, ranked: Ranked, source: tuple[str, int, int], versions: Mapping[str, str | None]
+    user: str,
+    ranked: Ranked,
+    source: tuple[str, int, int],
+    versions: Mapping[str, str | None],
+    received_at: float | None = None,
 ) -> dict[str, Any]:
     topic, partition, offset = source
-    return {
+    record = {
         "user_id": user,
         "items": [item for item, _ in ranked],
         "scores": [round(score, 6) for _, score in ranked],
@@ -57,6 +61,11 @@ def recs_record(
         "model_version": versions.get("model_version"),
         "index_version": versions.get("index_version"),
     }
+    if received_at is not None:
+        # With generated_at, splits a list's age into the trip to the worker and the worker's own
+        # time (state write and scoring).
+        record["received_at"] = received_at
+    return record
 
 
 class RecsPublisher:
@@ -77,14 +86,16 @@ class RecsPublisher:
         previous: Mapping[str, str | None],
         source: tuple[str, int, int],
         versions: Mapping[str, str | None],
+        received_at: float | None = None,
     ) -> dict[str, str]:
-        """Queue the changed lists; returns user -> new digest for those (store after flush)."""
+        """Queue the changed lists; returns user -> new digest for those (store after flush).
+        ``received_at``: when the worker received the source records (unix seconds)."""
         changed: dict[str, str] = {}
         for user, ranked in recs.items():
             digest = recs_digest([item for item, _ in ranked])
             if previous.get(user) == digest:
                 continue
-            value = orjson.dumps(recs_record(user, ranked, source, versions))
+            value = orjson.dumps(recs_record(user, ranked, source, versions, received_at))
             self._produce(key=user.encode(), value=value)
             changed[user] = digest
         return changed

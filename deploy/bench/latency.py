@@ -77,8 +77,9 @@ class RecsReader(threading.Thread):
         self.consumer.assign(
             [TopicPartition(kafka.recs_topic, p, OFFSET_END) for p in range(kafka.partitions)]
         )
-        # (arrival, user, partition, source offset, items, the record's create time from the worker)
-        self.records: list[tuple[float, str, int, int, list[str], float | None]] = []
+        # (arrival, user, partition, source offset, items, the record's create time from the worker,
+        # when the worker received the source records)
+        self.records: list[tuple[float, str, int, int, list[str], float | None, float | None]] = []
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -97,8 +98,17 @@ class RecsReader(threading.Thread):
                     kind, stamp_ms = msg.timestamp()
                     # the worker's produce time; a broker stamping LogAppendTime gives no split
                     created = stamp_ms / 1000.0 if kind == TIMESTAMP_CREATE_TIME else None
+                    received = rec.get("received_at")
                     self.records.append(
-                        (now, rec["user_id"], src["partition"], src["offset"], rec["items"], created)
+                        (
+                            now,
+                            rec["user_id"],
+                            src["partition"],
+                            src["offset"],
+                            rec["items"],
+                            created,
+                            received,
+                        )
                     )
         finally:
             self.consumer.close()
@@ -147,7 +157,7 @@ def _phase(
         value, probe_item = encode_event(event), None
         if i % probe_every == probe_every - 1:
             # Buy the top item of a user's latest list (a list that arrived during this phase).
-            for _, user, _, _, items, _ in reversed(reader.records[start_records:]):
+            for _, user, _, _, items, *_ in reversed(reader.records[start_records:]):
                 if items:
                     probe_item = items[0]
                     probe_no += 1
@@ -179,10 +189,13 @@ def _phase(
 @dataclass
 class Samples:
     """One phase's latencies in ms; each event->recs sample is also split at the moment the worker
-    produced the recs record (its Kafka create time; one clock, as all runs on this machine)."""
+    received the event (the record's ``received_at``) and the moment it produced the recs record
+    (its Kafka create time); one clock, as all runs on this machine."""
 
     event_to_recs: list[float] = field(default_factory=list)
     event_to_worker_produce: list[float] = field(default_factory=list)
+    event_to_worker: list[float] = field(default_factory=list)
+    in_worker: list[float] = field(default_factory=list)
     recs_topic_hop: list[float] = field(default_factory=list)
     suppression: list[float] = field(default_factory=list)
     missed: int = 0  # probes never suppressed
@@ -191,7 +204,7 @@ class Samples:
 def _latencies(
     produced: dict[tuple[int, int], tuple[float, str]],
     probes: dict[tuple[int, int], tuple[float, str, str]],
-    records: list[tuple[float, str, int, int, list[str], float | None]],
+    records: list[tuple[float, str, int, int, list[str], float | None, float | None]],
 ) -> Samples:
     """The event->recs and purchase->suppression samples of one phase."""
     by_user: dict[tuple[int, str], list[tuple[int, float]]] = defaultdict(list)
@@ -201,7 +214,7 @@ def _latencies(
         rows.sort()
     used: set[tuple[int, int]] = set()
     out = Samples()
-    for arrived, user, partition, source_offset, _items, created in records:
+    for arrived, user, partition, source_offset, _items, created, received in records:
         rows = by_user.get((partition, user))
         if not rows:
             continue
@@ -216,11 +229,14 @@ def _latencies(
             if created is not None:
                 out.event_to_worker_produce.append(1000.0 * (created - latest[1]))
                 out.recs_topic_hop.append(1000.0 * (arrived - created))
+                if received is not None:
+                    out.event_to_worker.append(1000.0 * (received - latest[1]))
+                    out.in_worker.append(1000.0 * (created - received))
     for (partition, offset), (sent, user, item) in probes.items():
         hit = next(
             (
                 arrived
-                for arrived, u, p, src, items, _created in records
+                for arrived, u, p, src, items, _created, _received in records
                 if u == user and p == partition and src >= offset and item not in items
             ),
             None,
@@ -307,6 +323,10 @@ def run_latency(
                 # where the time goes: until the worker produced the recs record, then the recs
                 # topic's hop to a reader (a second trip through the broker)
                 "to_worker_produce": _summary(got.event_to_worker_produce),
+                # ... split at the worker's receipt of the event: the events topic's hop (with
+                # the shop producer's linger), then the worker's own time (state and scoring)
+                "to_worker": _summary(got.event_to_worker),
+                "in_worker": _summary(got.in_worker),
                 "recs_topic_hop": _summary(got.recs_topic_hop),
                 # CPU while offering the rate, % of one core (broker and Redis when started here)
                 "cpu_pct": cpu,

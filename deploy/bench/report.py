@@ -70,13 +70,18 @@ def show(console: Console, results: dict[str, Any]) -> None:
         if r.get("stream"):
             console.print(_stream_line(r["stream"], r["worker_batch_size"]))
         for phase in r["rates"].values():
-            to_worker, hop = phase.get("to_worker_produce") or {}, phase.get("recs_topic_hop") or {}
-            cpu = ", ".join(f"{name} {pct:.0f}%" for name, pct in (phase.get("cpu_pct") or {}).items())
-            console.print(
-                f"{_f(phase['offered_rate'], 0)} ev/s: event -> worker's recs produce p50 {_f(to_worker.get('p50_ms'))} / "
-                f"p99 {_f(to_worker.get('p99_ms'))} ms, recs topic hop p50 {_f(hop.get('p50_ms'))} / "
-                f"p99 {_f(hop.get('p99_ms'))} ms; CPU (% of a core) {cpu or 'n/a'}"
+            parts = [
+                ("event -> worker", phase.get("to_worker")),
+                ("in the worker", phase.get("in_worker")),
+                ("recs topic hop", phase.get("recs_topic_hop")),
+            ]
+            split = ", ".join(
+                f"{name} p50 {_f(part.get('p50_ms'))} / p99 {_f(part.get('p99_ms'))} ms"
+                for name, part in parts
+                if part
             )
+            cpu = ", ".join(f"{name} {pct:.0f}%" for name, pct in (phase.get("cpu_pct") or {}).items())
+            console.print(f"{_f(phase['offered_rate'], 0)} ev/s: {split}; CPU (% of a core) {cpu or 'n/a'}")
         console.print(
             f"worker poll timeout {r['worker_poll_timeout_s']} s, batch {r['worker_batch_size']}, "
             f"fetch.wait.max.ms {r['worker_fetch_wait_ms'] or 'default'}"

@@ -82,15 +82,20 @@ def test_latency_matching_uses_the_users_latest_event_at_or_below_the_source_off
     }
     probes = {(0, 11): (100.5, "u2", "i9")}
     records = [
-        (101.2, "u1", 0, 12, ["i1"], 101.15),  # -> event (0, 12): 200 ms, 150 of them to the worker's produce
-        (101.3, "u1", 0, 12, ["i2"], 101.25),  # same event again: not a second sample
-        (100.9, "u2", 0, 11, ["i9"], 100.8),  # -> event (0, 11): 400 ms; still holds the bought item
-        (101.5, "u2", 0, 13, ["i3"], 101.4),  # no new event: no sample; the probe is suppressed: 1000 ms
-        (103.0, "u3", 1, 4, ["i4"], 102.9),  # source offset below u3's only event: no sample
+        # -> event (0, 12): 200 ms: 20 to the worker, 130 in it, 50 to the reader
+        (101.2, "u1", 0, 12, ["i1"], 101.15, 101.02),
+        (101.3, "u1", 0, 12, ["i2"], 101.25, 101.2),  # same event again: not a second sample
+        # -> event (0, 11): 400 ms: 40 + 260 + 100; still holds the bought item
+        (100.9, "u2", 0, 11, ["i9"], 100.8, 100.54),
+        # no new event: no sample; the probe is suppressed: 1000 ms
+        (101.5, "u2", 0, 13, ["i3"], 101.4, 101.3),
+        (103.0, "u3", 1, 4, ["i4"], 102.9, 102.8),  # source offset below u3's only event: no sample
     ]
     got = _latencies(produced, probes, records)
     assert sorted(round(s) for s in got.event_to_recs) == [200, 400]
     assert sorted(round(s) for s in got.event_to_worker_produce) == [150, 300]
+    assert sorted(round(s) for s in got.event_to_worker) == [20, 40]
+    assert sorted(round(s) for s in got.in_worker) == [130, 260]
     assert sorted(round(s) for s in got.recs_topic_hop) == [50, 100]
     assert [round(s) for s in got.suppression] == [1000]
     assert got.missed == 0
@@ -98,9 +103,12 @@ def test_latency_matching_uses_the_users_latest_event_at_or_below_the_source_off
 
 def test_latency_without_a_create_time_is_counted_but_not_split() -> None:
     produced = {(0, 1): (10.0, "u")}
-    got = _latencies(produced, {}, [(10.2, "u", 0, 1, ["i"], None)])
+    got = _latencies(produced, {}, [(10.2, "u", 0, 1, ["i"], None, 10.05)])
     assert [round(s) for s in got.event_to_recs] == [200]
-    assert got.event_to_worker_produce == [] and got.recs_topic_hop == []
+    assert got.event_to_worker_produce == [] and got.recs_topic_hop == [] and got.in_worker == []
+    # a record without received_at (not from the worker's loop): split at the produce only
+    got = _latencies(produced, {}, [(10.2, "u", 0, 1, ["i"], 10.15, None)])
+    assert [round(s) for s in got.recs_topic_hop] == [50] and got.event_to_worker == got.in_worker == []
 
 
 def test_cpu_shares_of_a_phase() -> None:
@@ -116,7 +124,7 @@ def test_cpu_shares_of_a_phase() -> None:
 def test_latency_counts_a_probe_never_suppressed() -> None:
     produced = {(0, 1): (10.0, "u")}
     probes = {(0, 1): (10.0, "u", "i")}
-    got = _latencies(produced, probes, [(10.1, "u", 0, 1, ["i", "j"], 10.05)])
+    got = _latencies(produced, probes, [(10.1, "u", 0, 1, ["i", "j"], 10.05, 10.02)])
     assert got.suppression == [] and got.missed == 1
 
 
@@ -239,4 +247,8 @@ def test_latency_bench_measures_recs_and_suppression(stack: StackInfo, redis_url
     to_worker, hop = phase["to_worker_produce"], phase["recs_topic_hop"]
     assert to_worker["samples"] == hop["samples"] == phase["samples"]
     assert 0 < to_worker["p50_ms"] <= phase["max_ms"] and hop["max_ms"] <= phase["max_ms"]
+    # ... and that first part split at the worker's receipt of the event
+    arrive, inside = phase["to_worker"], phase["in_worker"]
+    assert arrive["samples"] == inside["samples"] == phase["samples"]
+    assert 0 < arrive["p50_ms"] <= to_worker["max_ms"] and 0 < inside["p50_ms"] <= to_worker["max_ms"]
     assert phase["cpu_pct"]["worker"] > 0 and "bench" in phase["cpu_pct"]

@@ -33,11 +33,13 @@ def test_recs_records_match_the_schema_and_the_example_consumer_follows_them(
     kafka_settings: KafkaSettings, redis_url: str, tmp_path: Path
 ) -> None:
     events = generate_events(400, n_users=30, n_items=60, seed=3)
+    started = time.time()
     replay_events(events, kafka_settings)
     settings = stack_settings(kafka_settings, redis_url, tmp_path / "models")
     with WorkerThread(settings) as worker:
         worker.wait_applied(len(events))
     records = [r for rows in read_topic(kafka_settings, kafka_settings.recs_topic).values() for r in rows]
+    finished = time.time()
 
     validator = jsonschema.Draft202012Validator(recs_schema())
     last: dict[str, list[str]] = {}
@@ -46,8 +48,12 @@ def test_recs_records_match_the_schema_and_the_example_consumer_follows_them(
         validator.validate(value)
         assert record.key.decode() == value["user_id"]
         assert value["source"]["topic"] == kafka_settings.events_topic
+        # received (the poll's time, shared by its records) before computed, both within the run
+        assert started < value["received_at"] < value["generated_at"] < finished
         last[value["user_id"]] = value["items"]
     assert set(last) == {e.user_id for e in events}  # every user got a list
+    polls = {orjson.loads(record.value)["received_at"] for record in records}
+    assert 1 <= len(polls) <= worker.worker.stats.batches < len(records)
     # The schema is not vacuous: a record without its source coordinates fails it.
     broken = orjson.loads(records[0].value)
     del broken["source"]

@@ -436,6 +436,14 @@ def bench(
     fetch_wait_ms: Annotated[
         int | None, typer.Option(help="latency what-if: worker fetch.wait.max.ms")
     ] = None,
+    reader_fetch_wait_ms: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="latency: fetch.wait.max.ms of the bench's recs reader (the storefront; the embedded "
+            "broker holds each fetch that long, so lower is a shorter last hop and more broker work)",
+        ),
+    ] = 5,
     ann_sizes: Annotated[str, typer.Option(help="ann: catalogue sizes, comma-separated")] = "100000",
     hnsw_m: Annotated[int, typer.Option(min=4, help="ann: HNSW links per node")] = 32,
     ef_construction: Annotated[int, typer.Option(min=8, help="ann: HNSW build beam width")] = 100,
@@ -470,6 +478,7 @@ def bench(
             events=events, workers=workers, partitions=partitions, peers=peers, peer_events=peer_events,
             profile=profile, rates=[float(r) for r in rates.split(",") if r.strip()], duration_s=duration,
             warmup_events=warmup_events, poll_timeout_s=poll_timeout, fetch_wait_ms=fetch_wait_ms,
+            reader_fetch_wait_ms=reader_fetch_wait_ms,
             ann_sizes=[int(n) for n in ann_sizes.split(",") if n.strip()], hnsw_m=hnsw_m,
             ef_search=[int(n) for n in ef_search.split(",") if n.strip()],
             nprobe=[int(n) for n in nprobe.split(",") if n.strip()],

@@ -32,6 +32,7 @@ class BenchOptions:
     warmup_events: int = 50_000
     poll_timeout_s: float | None = None
     fetch_wait_ms: int | None = None
+    reader_fetch_wait_ms: int = 5
     ann_sizes: list[int] = field(default_factory=lambda: [100_000])
     ann_queries: int = 1000
     hnsw_m: int = 32
@@ -98,6 +99,7 @@ def run_benchmarks(suites: list[str], options: BenchOptions) -> dict[str, Any]:
                     run_latency,
                     stack, options.rates, options.duration_s, options.warmup_events,
                     options.poll_timeout_s, options.fetch_wait_ms, options.seed, options.stream,
+                    options.reader_fetch_wait_ms,
                 )  # fmt: skip
     if "ann" in suites:
         from deploy.bench.ann import run_ann

@@ -64,14 +64,14 @@ def _worker_process(settings: Settings, max_seconds: float, fetch_wait_ms: int |
 class RecsReader(threading.Thread):
     """Reads the recs topic from its current end; keeps (arrival, user, partition, offset, items)."""
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, fetch_wait_ms: int = 5) -> None:
         super().__init__(daemon=True)
         self.consumer = Consumer(
             client_config(kafka)
             | {
                 "group.id": f"bench-recs-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
+                "fetch.wait.max.ms": fetch_wait_ms,
             }
         )
         self.consumer.assign(
@@ -277,6 +277,7 @@ def run_latency(
     fetch_wait_ms: int | None = None,
     seed: int = 0,
     shape: StreamShape = StreamShape(),
+    reader_fetch_wait_ms: int = 5,
 ) -> dict[str, Any]:
     settings = run_settings(stack, "latency", stack.partitions)
     if poll_timeout_s is not None:
@@ -288,7 +289,7 @@ def run_latency(
     ctx = multiprocessing.get_context("spawn")
     worker = ctx.Process(target=_worker_process, args=(settings, budget, fetch_wait_ms))
     worker.start()
-    reader = RecsReader(settings.kafka)
+    reader = RecsReader(settings.kafka, reader_fetch_wait_ms)
     reader.start()
     # The shop's producer, with the project's producer settings (linger.ms 5: the latencies include
     # it). Made now, so that its connection and idempotent producer id are in place before the first
@@ -365,6 +366,7 @@ def run_latency(
         "worker_poll_timeout_s": settings.worker.poll_timeout_s,
         "worker_batch_size": settings.worker.batch_size,
         "worker_fetch_wait_ms": getattr(settings.worker, "fetch_wait_max_ms", fetch_wait_ms),
+        "reader_fetch_wait_ms": reader_fetch_wait_ms,
         "warmup_events": warmup_events,
         "duration_s": duration_s,
     }

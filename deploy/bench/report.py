@@ -84,7 +84,8 @@ def show(console: Console, results: dict[str, Any]) -> None:
             console.print(f"{_f(phase['offered_rate'], 0)} ev/s: {split}; CPU (% of a core) {cpu or 'n/a'}")
         console.print(
             f"worker poll timeout {r['worker_poll_timeout_s']} s, batch {r['worker_batch_size']}, "
-            f"fetch.wait.max.ms {r['worker_fetch_wait_ms'] or 'default'}"
+            f"fetch.wait.max.ms {r['worker_fetch_wait_ms'] or 'default'} (recs reader "
+            f"{r.get('reader_fetch_wait_ms', 5)})"
         )
     if "ann" in results:
         r = results["ann"]

@@ -31,6 +31,7 @@ from deploy.bench.latency import _cpu_shares, _latencies
 from deploy.bench.train import run_train
 from deploy.stack import StackInfo
 from engine.events import Event
+from producers.kafka import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -252,3 +253,17 @@ def test_latency_bench_measures_recs_and_suppression(stack: StackInfo, redis_url
     assert arrive["samples"] == inside["samples"] == phase["samples"]
     assert 0 < arrive["p50_ms"] <= to_worker["max_ms"] and 0 < inside["p50_ms"] <= to_worker["max_ms"]
     assert phase["cpu_pct"]["worker"] > 0 and "bench" in phase["cpu_pct"]
+
+
+@pytest.mark.stack
+def test_broker_hop_times_every_record_of_each_phase(stack: StackInfo) -> None:
+    from deploy.bench.broker_hop import run_broker_hop
+
+    kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap, partitions=stack.partitions)
+    rows = run_broker_hop(kafka, stack.broker_pid, rate=200.0, phases=2, phase_s=1.0, fetch_wait_ms=20)
+    assert [row["phase"] for row in rows] == [0, 1]
+    for row in rows:
+        assert row["samples"] == row["records"] >= 199  # each record produced in the phase, read once
+        assert 0 < row["p50_ms"] <= row["p99_ms"] < 5000
+        assert row["broker_cpu_pct"] is not None and row["broker_cpu_pct"] > 0
+    assert rows[1]["records_in_topic"] == 1 + rows[0]["records"] + rows[1]["records"]  # + the warm-up one

@@ -67,7 +67,12 @@ class WorkerSettings(BaseSettings):
         description="after the first record, wait up to this long for more (bigger batches, more latency)",
     )
     fetch_wait_max_ms: int = Field(
-        20, ge=0, le=10_000, description="longest the broker holds a fetch for data (latency vs requests)"
+        30,
+        ge=0,
+        le=10_000,
+        description="longest the broker holds a fetch for data: Apache Kafka answers as soon as records "
+        "arrive, the embedded broker (Tansu) always waits this long, so there it trades latency for "
+        "broker work (docs/performance.md)",
     )
     prefetch_kbytes: int = Field(
         8192,

@@ -1,8 +1,12 @@
 -- Apply one partition's batch delta and advance its watermark, atomically.
 -- KEYS[1]: the partition's meta hash ("<prefix>:{p}:meta"); every other key shares its {p} slot.
--- ARGV: base, expected watermark, new watermark, applied, duplicates, invalid, history length,
---       max neighbours, dedup window, popularity epoch, popularity rescale, then an op stream.
+-- ARGV[1]: a JSON array of strings: base, expected watermark, new watermark, applied, duplicates,
+--          invalid, history length, max neighbours, dedup window, popularity epoch, popularity
+--          rescale, then an op stream; ARGV[1 + k]: the k-th user vector's bytes (op V).
+--          (One argument, not one per value: packing each costs the client far more than decoding.)
 -- Returns 1 on success, or {0, current watermark} when the watermark moved (a stale writer).
+local blobs = ARGV
+local ARGV = cjson.decode(blobs[1])
 local meta = KEYS[1]
 local base = ARGV[1]
 local current = redis.call('HGET', meta, 'watermark')
@@ -70,7 +74,7 @@ while i <= n do
     end
     i = i + 3 + 2 * count
   elseif op == 'V' then
-    redis.call('HSET', base .. 'uv:' .. ARGV[i + 1], 'ver', ARGV[i + 2], 'v', ARGV[i + 3])
+    redis.call('HSET', base .. 'uv:' .. ARGV[i + 1], 'ver', ARGV[i + 2], 'v', blobs[1 + tonumber(ARGV[i + 3])])
     i = i + 4
   elseif op == 'P' then
     local count = tonumber(ARGV[i + 1])

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
+import orjson
 import redis
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -187,8 +188,12 @@ class RedisStore:
             for (partition, plan), reply in zip(plans.items(), replies, strict=True)
         }
 
-    def _encode(self, delta: StateDelta) -> list[str | bytes]:
+    def _encode(self, delta: StateDelta) -> list[bytes]:
+        """The batch script's arguments: its fields and op stream as one JSON array of strings, then
+        the user vectors' raw bytes (op ``V`` names its vector by position). One argument instead
+        of tens of thousands: redis-py spends ~0.3 µs packing each, orjson a few ns."""
         e = self.engine
+        blobs: list[bytes] = []
         args = [
             self._base(delta.partition),
             str(delta.expected_watermark),
@@ -218,14 +223,15 @@ class RedisStore:
             for other, weight in row.items():
                 args += [other, _num(weight)]
         for user, (vector, version) in delta.user_vectors.items():
-            args += ["V", user, version, to_bytes(vector)]
+            blobs.append(to_bytes(vector))
+            args += ["V", user, version, str(len(blobs))]
         if delta.popularity:
             args += ["P", str(len(delta.popularity))]
             for item, weight in delta.popularity.items():
                 args += [item, _num(weight)]
         if self.session_config is not None:
             args += redis_sessions.encode_touches(delta, self.session_config, self.partitions)
-        return args
+        return [orjson.dumps(args), *blobs]
 
     def apply(self, delta: StateDelta) -> None:
         conflict = self.apply_many([delta])[0]

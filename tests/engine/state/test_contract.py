@@ -368,6 +368,48 @@ class TestStateStoreContract:
         np.testing.assert_array_equal(users["u1"].vector, vector)
         assert store.profiles(0, ["u2"])["u2"].vector is None
 
+    def test_ids_of_any_text_and_each_users_own_vector_round_trip(self, store: StateStore) -> None:
+        # Text that a JSON or protocol encoding could bend: quotes, escapes, control characters,
+        # NUL, non-ASCII, and strings that read as JSON literals or numbers.
+        names = [
+            'q"uote',
+            "back\\slash",
+            "tab\there",
+            "nul\x00id",
+            "é-ü",
+            "ストア",
+            "emoji-😀",
+            "null",
+            "1e5",
+            "-0",
+        ]
+        user = {name: f"u-{name}" for name in names}
+        vector = {name: np.full(3, n + 0.5, dtype=np.float32) for n, name in enumerate(names)}
+        store.apply(
+            StateDelta(
+                0,
+                -1,
+                0,
+                applied=len(names),
+                history={user[name]: [f"i-{name}", names[-1 - n]] for n, name in enumerate(names)},
+                purchases={user[names[0]]: names[:3]},
+                seen={user[name]: [(f"e-{name}", T0 + n)] for n, name in enumerate(names)},
+                sessions={user[name]: (f"s-{name}", T0) for name in names},
+                user_vectors={user[name]: (vector[name], "v1") for name in names},
+                popularity=dict.fromkeys(names, 1.0),
+                popularity_epoch=T0,
+            )
+        )
+        profiles = store.profiles(0, list(user.values()))
+        for n, name in enumerate(names):
+            assert profiles[user[name]].history == [names[-1 - n], f"i-{name}"]
+            np.testing.assert_array_equal(profiles[user[name]].vector, vector[name])
+        assert profiles[user[names[0]]].purchased == set(names[:3])
+        snap = store.snapshot(0)
+        assert snap.seen == {user[name]: {f"e-{name}": T0 + n} for n, name in enumerate(names)}
+        assert snap.sessions == {user[name]: (f"s-{name}", T0) for name in names}
+        assert {item for item, _ in store.trending(len(names))} == set(names)
+
     def test_neighbours_merge_partitions_before_the_cut(
         self, store: StateStore, backend: str, request: pytest.FixtureRequest
     ) -> None:

@@ -3,11 +3,13 @@
 -- server about as much again as a pipelined command, but saves the client parsing one reply
 -- per command, which is the larger cost (engine.state.redis_store reads users this way).
 -- KEYS[1]: the partition's meta hash (routes the call: every key read shares its {p} slot).
--- ARGV: base, mode, then
+-- ARGV[1]: a JSON array of strings (one argument: the client packs it far faster than one
+--          argument per value): base, mode, then
 --   'load'     per user: user, n, then n event ids  -> meta (watermark, popularity epoch), then
 --              per user: history, session (id, ts), vector (v, ver), seen scores (when n > 0)
 --   'profiles' users                                 -> per user: history, purchased, vector, session
 --   'recs'     users                                 -> as 'profiles', then each user's recs digest
+local ARGV = cjson.decode(ARGV[1])
 local base = ARGV[1]
 local mode = ARGV[2]
 local call = redis.call

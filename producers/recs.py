@@ -49,10 +49,10 @@ def recs_record(
     ranked: Ranked,
     source: tuple[str, int, int],
     versions: Mapping[str, str | None],
-    received_at: float | None = None,
+    received_at: float,
 ) -> dict[str, Any]:
     topic, partition, offset = source
-    record = {
+    return {
         "user_id": user,
         "items": [item for item, _ in ranked],
         "scores": [round(score, 6) for _, score in ranked],
@@ -60,12 +60,10 @@ def recs_record(
         "source": {"topic": topic, "partition": partition, "offset": offset},
         "model_version": versions.get("model_version"),
         "index_version": versions.get("index_version"),
+        # with generated_at, splits a list's age into the trip to the worker and the worker's own
+        # time (state write and scoring)
+        "received_at": received_at,
     }
-    if received_at is not None:
-        # With generated_at, splits a list's age into the trip to the worker and the worker's own
-        # time (state write and scoring).
-        record["received_at"] = received_at
-    return record
 
 
 class RecsPublisher:
@@ -86,7 +84,7 @@ class RecsPublisher:
         previous: Mapping[str, str | None],
         source: tuple[str, int, int],
         versions: Mapping[str, str | None],
-        received_at: float | None = None,
+        received_at: float,
     ) -> dict[str, str]:
         """Queue the changed lists; returns user -> new digest for those (store after flush).
         ``received_at``: when the worker received the source records (unix seconds)."""

@@ -40,7 +40,7 @@ def _read_hops(consumer: Consumer, hops: list[float], stop: threading.Event) -> 
 
 
 def run_broker_hop(
-    kafka: KafkaSettings, broker_pid: int | None, rate: float, phases: int, phase_s: float, fetch_wait_ms: int
+    kafka: KafkaSettings, broker_pid: int, rate: float, phases: int, phase_s: float, fetch_wait_ms: int
 ) -> list[dict[str, Any]]:
     topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka, {topic: kafka.partitions})
@@ -65,7 +65,7 @@ def run_broker_hop(
     try:
         for phase in range(phases):
             hops.clear()
-            cpu_before, started, n = process_cpu_s(broker_pid or 0), time.monotonic(), 0
+            cpu_before, started, n = process_cpu_s(broker_pid), time.monotonic(), 0
             while time.monotonic() - started < phase_s:
                 delay = started + n / rate - time.monotonic()
                 if delay > 0:
@@ -77,7 +77,7 @@ def run_broker_hop(
             time.sleep(0.5)  # the last records' hop
             elapsed = time.monotonic() - started
             sent += n
-            cpu_after = process_cpu_s(broker_pid or 0)
+            cpu_after = process_cpu_s(broker_pid)
             got = [1000.0 * h for h in hops]
             results.append(
                 {

@@ -409,6 +409,9 @@ class TestStateStoreContract:
         assert snap.seen == {user[name]: {f"e-{name}": T0 + n} for n, name in enumerate(names)}
         assert snap.sessions == {user[name]: (f"s-{name}", T0) for name in names}
         assert {item for item, _ in store.trending(len(names))} == set(names)
+        # the batch read finds each stored id among a user's asked-for ones, and only those
+        _, users = store.load(0, {user[name]: [f"e-{name}", f"other-{name}"] for name in names})
+        assert all(users[user[name]].seen == {f"e-{name}"} for name in names)
 
     def test_neighbours_merge_partitions_before_the_cut(
         self, store: StateStore, backend: str, request: pytest.FixtureRequest

@@ -17,10 +17,12 @@ Per poll, the commit order is (see DESIGN.md, Guarantees):
    a clean stop waits for the last one).
 
 With a scoring process (:mod:`consumers.scoring`, the runner's default on 2+ CPUs) steps 4-6 of
-poll n run after steps 1-3 of poll n+1: the second process scores poll n meanwhile. Poll n still
-reads its scoring inputs before poll n+1 writes anything, and each poll's own steps keep their
-order, so the recs and the guarantees are those of the one-process loop; a crash leaves at most
-two polls uncommitted, both re-delivered as below.
+poll n run after steps 1-3 of poll n+1: the second process scores poll n meanwhile. They run once
+poll n+1 is handed to the scoring process, so it scores while poll n is flushed; poll n+1 may have
+read the digests from before poll n's were stored, so the worker compares its lists with poll n's
+newer ones. Poll n still reads its scoring inputs before poll n+1 writes anything, and each poll's
+own steps keep their order, so the recs and the guarantees are those of the one-process loop; a
+crash leaves at most two polls uncommitted, both re-delivered as below.
 
 A crash anywhere leaves records above the committed offset; they are re-delivered, and those at or
 below the watermark are skipped (their users' recs are recomputed, which repairs step 4-5). So on
@@ -47,7 +49,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from consumers.heap import freeze_after_full_collections
 from consumers.offsets import group_lag
-from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob, Scorer
+from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob, Scorer, ScoreResult
 from consumers.settings import Fault, WorkerSettings, fault_from_spec
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace
@@ -135,6 +137,9 @@ class Worker:
         # write (a lost reply may hide an applied one) or a watermark conflict.
         self._replica_due = True
         self._pending: _Pending | None = None  # a written poll whose recs are being scored
+        self._publishing_poll: _Pending | None = None  # a scored poll whose recs are being published
+        # partition -> user -> digest of the lists the last published poll changed
+        self._latest_digests: dict[int, dict[str, str]] = {}
         self._committed: dict[int, TopicPartition] = {}  # the last offsets sent, per partition
         self._publishing: tuple[Any, RecsPublisher] | None = None  # (producer, recs) while running
         # None in production: every step checks it and moves on.
@@ -199,6 +204,7 @@ class Worker:
             tp.offset = start if 0 <= start <= mark + 1 else (OFFSET_BEGINNING if start < 0 else mark + 1)
         self._fault_at("assigned")
         self._replica_due = True
+        self._latest_digests = {}
         self.stats.assignments += 1
         log.info("assigned partitions %s", [tp.partition for tp in partitions])
         consumer.assign(partitions)
@@ -215,8 +221,9 @@ class Worker:
                 self._finish_pending(consumer, *self._publishing, sync_commit=True)
             except (StateStoreError, BrokerError, ScorerError, KafkaException) as exc:
                 log.warning("poll being scored not published before the rebalance (re-delivered): %s", exc)
-                self._pending = None
-                self.scorer.discard()
+                self._drop_unpublished()
+        # A partition's next owner may publish other lists meanwhile: read the stored digests.
+        self._latest_digests = {}
         for tp in partitions:  # their new owner commits them from now on
             self._committed.pop(tp.partition, None)
         log.info("revoked partitions %s", [tp.partition for tp in partitions])
@@ -495,12 +502,15 @@ class Worker:
             new_vectors.update(self._extend_space(outcome.events))
             written.append(outcome)
             done.append(TopicPartition(topic, outcome.partition, outcome.last_offset + 1))
-        self._finish_pending(consumer, producer, recs)
+        scored = self._collect_pending()
         touched = {o.partition: o.touched_users for o in written if o.touched_users}
         self._pending = _Pending(batches, written, done, self.versions, received_at)
-        # One scoring pass for the whole poll: the partitions share one read round trip.
+        # One scoring pass for the whole poll: the partitions share one read round trip. It starts
+        # before the previous poll is published, so the scorer does not wait for a flush.
         self.scorer.submit(ScoreJob(touches, touched if self.settings.publish_recs else {}, new_vectors))
         self.stats.batches += 1
+        if scored is not None:
+            self._publish(consumer, producer, recs, *scored)
         if not self.scorer.overlaps:
             self._finish_pending(consumer, producer, recs)
 
@@ -509,15 +519,36 @@ class Worker:
     ) -> None:
         """Steps 4-6 of the poll being scored: produce its changed recs, flush, store their
         digests, commit its offsets."""
+        scored = self._collect_pending()
+        if scored is not None:
+            self._publish(consumer, producer, recs, *scored, sync_commit=sync_commit)
+
+    def _collect_pending(self) -> tuple[_Pending, ScoreResult] | None:
+        """Wait for the poll being scored; it is then the poll being published until
+        :meth:`_publish` is done with it (a retry still reads it again)."""
         pending = self._pending
         if pending is None:
-            return
-        topic = self.kafka.events_topic
+            return None
         result = self.scorer.result()
+        self._pending = None
+        self._publishing_poll = pending
         record_call = getattr(self.store, "store_call", None)  # TimedStore: the metrics' store timings
         if record_call is not None:
             for call in result.store_calls:
                 record_call(*call)
+        return pending, result
+
+    def _publish(
+        self,
+        consumer: Consumer,
+        producer: Any,
+        recs: RecsPublisher,
+        pending: _Pending,
+        result: ScoreResult,
+        sync_commit: bool = False,
+    ) -> None:
+        """Steps 4-6 of a scored poll (the next poll may be being scored meanwhile)."""
+        topic = self.kafka.events_topic
         pending_digests: dict[int, dict[str, str]] = {}
         for outcome in pending.written:
             lists = result.lists.get(outcome.partition)
@@ -525,6 +556,11 @@ class Worker:
                 continue
             source = (topic, outcome.partition, outcome.last_offset)
             digests = result.digests.get(outcome.partition, {})
+            # The scorer may have read them before the previous poll's digests were stored (that
+            # poll is published while this one is scored): those are the latest.
+            latest = self._latest_digests.get(outcome.partition)
+            if latest:
+                digests = {**digests, **latest}
             changed = recs.publish(lists, digests, source, pending.versions, pending.received_at)
             pending_digests[outcome.partition] = changed
             self.stats.recs_published += len(changed)
@@ -533,6 +569,7 @@ class Worker:
         recs.check()
         self._fault_at("recs_flushed")
         self.store.set_recs_digests(pending_digests)
+        self._latest_digests = pending_digests
         self._fault_at("digests_written")
         if pending.done:
             # Asynchronously: the loop does not wait a broker round trip per poll. A commit lost
@@ -543,20 +580,30 @@ class Worker:
             except KafkaException as exc:
                 # Safe to lose: the watermark makes the re-delivered records no-ops.
                 log.warning("offset commit failed (records will be re-delivered and skipped): %s", exc)
-        self._pending = None
+        self._publishing_poll = None
         self._fault_at("committed")
 
     def _unfinished(self, batches: dict[int, list[RawRecord]]) -> dict[int, list[RawRecord]]:
-        """The records of this poll and of the one being scored, none committed: what a retry
-        reads again. The scoring job in flight is dropped (its poll will be scored again)."""
-        pending, self._pending = self._pending, None
-        self.scorer.discard()
-        if pending is None or pending.batches is batches:
-            return batches
-        merged = {partition: list(records) for partition, records in pending.batches.items()}
-        for partition, records in batches.items():
-            merged.setdefault(partition, []).extend(records)
+        """The records of this poll, of the one being scored and of the one being published, none
+        committed: what a retry reads again. The scoring job in flight is dropped (its poll will
+        be scored again)."""
+        polls = self._drop_unpublished()
+        if all(poll is not batches for poll in polls):
+            polls.append(batches)
+        merged: dict[int, list[RawRecord]] = {}
+        for poll in polls:
+            for partition, records in poll.items():
+                merged.setdefault(partition, []).extend(records)
         return merged
+
+    def _drop_unpublished(self) -> list[dict[int, list[RawRecord]]]:
+        """Forget the polls being published and scored (their records are read again, by this
+        worker or a partition's new owner); returns their records."""
+        polls = [poll.batches for poll in (self._publishing_poll, self._pending) if poll is not None]
+        self._pending = self._publishing_poll = None
+        self._latest_digests = {}  # whoever publishes next reads the stored ones
+        self.scorer.discard()
+        return polls
 
     def _caught_up(self) -> bool:
         """True when the whole group has committed every record of every partition of the topic."""

@@ -2,8 +2,9 @@
 compares with, and what a failed publish reads again.
 
 A scoring process reads its job's inputs (the last published digests among them) as soon as the
-job arrives; the worker submits poll n+1 before it publishes poll n. The scorer below does the
-same in this process, so these tests see exactly that interleaving without a broker.
+job arrives; behind a backlog (a full poll) the worker submits poll n+1 before it publishes poll
+n. The scorer below does the same in this process, so these tests see exactly that interleaving
+without a broker. Polls here hold one record: ``batch_size=1`` makes each of them full.
 """
 
 from __future__ import annotations
@@ -79,10 +80,10 @@ def _poll(start: int, user: str = "u1") -> dict[int, list[RawRecord]]:
     return {0: [RawRecord(0, start, encode_event(event), user.encode())]}
 
 
-def _worker(failing_flushes: int = 0):
+def _worker(failing_flushes: int = 0, batch_size: int = 1):
     log: list[str] = []
     store = MemoryStore(1)
-    worker = Worker(KafkaSettings(), store, EngineSettings(), WorkerSettings())
+    worker = Worker(KafkaSettings(), store, EngineSettings(), WorkerSettings(batch_size=batch_size))
     worker.scorer = ReadAtSubmitScorer(store, worker, log)
     worker._replica_due = False  # no replica: the lists come from the scorer above
     producer = FakeProducer(log, failing_flushes)
@@ -91,12 +92,21 @@ def _worker(failing_flushes: int = 0):
     return worker, FakeConsumer(), producer, recs, dlq, log
 
 
-def test_the_next_poll_is_scored_before_the_previous_is_flushed() -> None:
+def test_behind_a_backlog_the_next_poll_is_scored_before_the_previous_is_flushed() -> None:
     worker, consumer, producer, recs, dlq, log = _worker()
     for offset in range(3):
         worker._handle(consumer, producer, recs, dlq, _poll(offset), received_at=0.0)
     worker._finish_pending(consumer, producer, recs)
     assert log == ["submit 1", "submit 2", "flush", "submit 3", "flush", "flush"]
+    assert consumer.commits == [[(0, 1)], [(0, 2)], [(0, 3)]]
+
+
+def test_without_a_backlog_the_previous_poll_is_flushed_first() -> None:
+    worker, consumer, producer, recs, dlq, log = _worker(batch_size=2)
+    for offset in range(3):
+        worker._handle(consumer, producer, recs, dlq, _poll(offset), received_at=0.0)
+    worker._finish_pending(consumer, producer, recs)
+    assert log == ["submit 1", "flush", "submit 2", "flush", "submit 3", "flush"]
     assert consumer.commits == [[(0, 1)], [(0, 2)], [(0, 3)]]
 
 

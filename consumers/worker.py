@@ -20,9 +20,10 @@ With a scoring process (:mod:`consumers.scoring`, the runner's default on 2+ CPU
 poll n run after steps 1-3 of poll n+1: the second process scores poll n meanwhile. Behind a
 backlog (a full poll) they run once poll n+1 is handed to the scoring process, so it scores while
 poll n is flushed; poll n+1 may then have read the digests from before poll n's were stored, so
-the worker compares its lists with poll n's newer ones. Poll n still reads its scoring inputs before poll n+1 writes anything, and each poll's
-own steps keep their order, so the recs and the guarantees are those of the one-process loop; a
-crash leaves at most two polls uncommitted, both re-delivered as below.
+the worker compares its lists with poll n's newer ones. Poll n still reads its scoring inputs
+before poll n+1 writes anything, and each poll's own steps keep their order, so the recs and the
+guarantees are those of the one-process loop; a crash leaves at most two polls uncommitted, both
+re-delivered as below.
 
 A crash anywhere leaves records above the committed offset; they are re-delivered, and those at or
 below the watermark are skipped (their users' recs are recomputed, which repairs step 4-5). So on

@@ -49,6 +49,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.heap import freeze_after_full_collections
+from consumers.intake import poll_batch, rewind, split_by_partition
 from consumers.offsets import group_lag
 from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob, Scorer, ScoreResult
 from consumers.settings import Fault, WorkerSettings, fault_from_spec
@@ -256,9 +257,9 @@ class Worker:
                 if self._pending is not None and self.scorer.ready():
                     messages = []
                 else:
-                    messages = self._poll(consumer, wait=self._pending is None)
+                    messages = poll_batch(consumer, self.settings, wait=self._pending is None)
                 received_at = time.time()
-                batches = self._split(messages)
+                batches = split_by_partition(messages)
                 if not batches and self._pending is None:
                     if until_idle and self._caught_up():
                         idle += 1
@@ -289,7 +290,7 @@ class Worker:
                     for publisher in (recs, dlq):
                         with contextlib.suppress(BrokerError):
                             publisher.check()  # forget failed deliveries: the retry sends them again
-                    self._rewind(consumer, self._unfinished(batches))
+                    rewind(consumer, self.kafka.events_topic, self._unfinished(batches))
                     self.stop_event.wait(1.0)
                 except ScorerError as exc:
                     # The scoring process died: its polls are read again (applied records are
@@ -297,7 +298,7 @@ class Worker:
                     self.stats.scorer_failures += 1
                     log.warning("scoring process failed, retrying the batch: %s", exc)
                     self._replica_due = True
-                    self._rewind(consumer, self._unfinished(batches))
+                    rewind(consumer, self.kafka.events_topic, self._unfinished(batches))
                     self.stop_event.wait(1.0)  # a process that cannot start must not spin
             # Stopping: publish and commit the poll still being scored (else it is re-delivered),
             # then wait for the last offsets to be committed (they are sent asynchronously).
@@ -316,26 +317,6 @@ class Worker:
             consumer.close()
             self._consumer = None
         return self.stats
-
-    def _poll(self, consumer: Consumer, wait: bool = True) -> list:
-        """A batch: what is already fetched, else the first record to arrive plus what came with it.
-
-        A batch closes as soon as the input pauses instead of waiting for a full batch or a fixed
-        window, so a lone event is processed at once; under load the fetched queue is full and
-        batches are large (``batch_size``), which keeps the per-batch costs shared.
-        """
-        s = self.settings
-        messages = consumer.consume(s.batch_size, 0)
-        if not messages:
-            if not wait:
-                return []
-            messages = consumer.consume(1, s.poll_timeout_s)
-            if not messages:
-                return []
-            messages += consumer.consume(s.batch_size - 1, 0) if s.batch_size > 1 else []
-        if s.batch_linger_s > 0 and len(messages) < s.batch_size:
-            messages += consumer.consume(s.batch_size - len(messages), s.batch_linger_s)
-        return messages
 
     def _refresh_space(self) -> None:
         if self.space_source is None:
@@ -396,7 +377,7 @@ class Worker:
         """
         self.stats.store_outages += 1
         log.warning("state store unavailable, pausing consumption: %s", exc)
-        self._rewind(consumer, batches)
+        rewind(consumer, self.kafka.events_topic, batches)
         self._paused = True
         consumer.pause(consumer.assignment())
         delay = 0.5
@@ -406,8 +387,10 @@ class Worker:
                 if msg is not None and msg.error() is None:
                     # Fetched from a partition that was not paused (a rebalance slipped in before
                     # _on_assign could pause it): put the record back, or it would be skipped.
-                    self._rewind(
-                        consumer, {msg.partition(): [RawRecord(msg.partition(), msg.offset(), None)]}
+                    rewind(
+                        consumer,
+                        self.kafka.events_topic,
+                        {msg.partition(): [RawRecord(msg.partition(), msg.offset(), None)]},
                     )
                     consumer.pause(consumer.assignment())
                 try:
@@ -420,30 +403,8 @@ class Worker:
         consumer.resume(consumer.assignment())
         log.warning("state store back, resuming")
 
-    def _rewind(self, consumer: Consumer, batches: Mapping[int, list[RawRecord]]) -> None:
-        """Seek each partition back to the first record of its unfinished batch."""
-        topic = self.kafka.events_topic
-        for partition, records in batches.items():
-            try:
-                consumer.seek(TopicPartition(topic, partition, min(r.offset for r in records)))
-            except KafkaException as seek_error:  # partition revoked meanwhile: its new owner resumes it
-                log.info("cannot rewind partition %s: %s", partition, seek_error)
-
     def stop(self) -> None:
         self.stop_event.set()
-
-    def _split(self, messages: list) -> dict[int, list[RawRecord]]:
-        batches: dict[int, list[RawRecord]] = {}
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", err)
-                continue
-            batches.setdefault(msg.partition(), []).append(
-                RawRecord(msg.partition(), msg.offset(), msg.value(), msg.key())
-            )
-        return batches
 
     def _handle(
         self,

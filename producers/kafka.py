@@ -40,6 +40,13 @@ class KafkaSettings(BaseSettings):
         "long a rebalance waits for a member that died without leaving",
     )
     max_message_bytes: int = Field(1_000_000, ge=1024, description="largest record the consumer accepts")
+    linger_ms: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="how long a producer gathers records into one batch (events from the gateway, "
+        "recs between flushes): fewer, larger batches cost the broker less per record",
+    )
 
 
 def client_config(settings: KafkaSettings) -> dict[str, Any]:

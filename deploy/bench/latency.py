@@ -291,7 +291,7 @@ def run_latency(
     worker.start()
     reader = RecsReader(settings.kafka, reader_fetch_wait_ms)
     reader.start()
-    # The shop's producer, with the project's producer settings (linger.ms 5: the latencies include
+    # The shop's producer, with the project's producer settings (`linger_ms`: the latencies include
     # it). Made now, so that its connection and idempotent producer id are in place before the first
     # phase starts the clock: a fresh producer holds its first records for that, ~0.5 s here.
     producer = make_producer(settings.kafka)
@@ -367,6 +367,8 @@ def run_latency(
         "worker_batch_size": settings.worker.batch_size,
         "worker_fetch_wait_ms": getattr(settings.worker, "fetch_wait_max_ms", fetch_wait_ms),
         "reader_fetch_wait_ms": reader_fetch_wait_ms,
+        # the shop's and the worker's producers (5 ms before the setting existed)
+        "producer_linger_ms": getattr(settings.kafka, "linger_ms", 5),
         "warmup_events": warmup_events,
         "duration_s": duration_s,
     }

@@ -85,7 +85,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
         console.print(
             f"worker poll timeout {r['worker_poll_timeout_s']} s, batch {r['worker_batch_size']}, "
             f"fetch.wait.max.ms {r['worker_fetch_wait_ms'] or 'default'} (recs reader "
-            f"{r.get('reader_fetch_wait_ms', 5)})"
+            f"{r.get('reader_fetch_wait_ms', 5)}), producer linger.ms {r.get('producer_linger_ms', 5)}"
         )
     if "ann" in results:
         r = results["ann"]

@@ -20,7 +20,7 @@ With a scoring process (:mod:`consumers.scoring`, the runner's default on 2+ CPU
 poll n run after steps 1-3 of poll n+1: the second process scores poll n meanwhile. Behind a
 backlog (a full poll) they run once poll n+1 is handed to the scoring process, so it scores while
 poll n is flushed; poll n+1 may then have read the digests from before poll n's were stored, so
-the worker compares its lists with poll n's newer ones. Poll n still reads its scoring inputs
+the worker compares its lists with the ones poll n published. Poll n still reads its scoring inputs
 before poll n+1 writes anything, and each poll's own steps keep their order, so the recs and the
 guarantees are those of the one-process loop; a crash leaves at most two polls uncommitted, both
 re-delivered as below.
@@ -74,6 +74,9 @@ class _Pending:
     done: list[TopicPartition]  # the offsets to commit once its recs are out
     versions: dict[str, str | None]
     received_at: float  # unix seconds when the poll's records were handed to the worker
+    # partition -> user -> digest published by the poll before while this one was being scored:
+    # newer than those its scoring read (the scorer may have read before they were stored)
+    newer_digests: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -140,8 +143,6 @@ class Worker:
         self._replica_due = True
         self._pending: _Pending | None = None  # a written poll whose recs are being scored
         self._publishing_poll: _Pending | None = None  # a scored poll whose recs are being published
-        # partition -> user -> digest of the lists the last published poll changed
-        self._latest_digests: dict[int, dict[str, str]] = {}
         self._committed: dict[int, TopicPartition] = {}  # the last offsets sent, per partition
         self._publishing: tuple[Any, RecsPublisher] | None = None  # (producer, recs) while running
         # None in production: every step checks it and moves on.
@@ -206,7 +207,6 @@ class Worker:
             tp.offset = start if 0 <= start <= mark + 1 else (OFFSET_BEGINNING if start < 0 else mark + 1)
         self._fault_at("assigned")
         self._replica_due = True
-        self._latest_digests = {}
         self.stats.assignments += 1
         log.info("assigned partitions %s", [tp.partition for tp in partitions])
         consumer.assign(partitions)
@@ -223,9 +223,15 @@ class Worker:
                 self._finish_pending(consumer, *self._publishing, sync_commit=True)
             except (StateStoreError, BrokerError, ScorerError, KafkaException) as exc:
                 log.warning("poll being scored not published before the rebalance (re-delivered): %s", exc)
-                self._drop_unpublished()
-        # A partition's next owner may publish other lists meanwhile: read the stored digests.
-        self._latest_digests = {}
+                # The revoked partitions' new owner reads theirs again; read the others' here (all
+                # are revoked with the default eager protocol, not with a cooperative one).
+                revoked = {tp.partition for tp in partitions}
+                kept: dict[int, list[RawRecord]] = {}
+                for poll in self._drop_unpublished():
+                    for partition, records in poll.items():
+                        if partition not in revoked:
+                            kept.setdefault(partition, []).extend(records)
+                rewind(consumer, self.kafka.events_topic, kept)
         for tp in partitions:  # their new owner commits them from now on
             self._committed.pop(tp.partition, None)
         log.info("revoked partitions %s", [tp.partition for tp in partitions])
@@ -308,6 +314,7 @@ class Worker:
                     consumer.commit(offsets=list(self._committed.values()), asynchronous=False)
             except (StateStoreError, BrokerError, ScorerError, KafkaException) as exc:
                 log.warning("last poll not finished (its records will be re-delivered): %s", exc)
+                self._drop_unpublished()  # a later run() starts clean
         finally:
             self._publishing = None
             self.scorer.close()
@@ -415,8 +422,9 @@ class Worker:
         batches: dict[int, list[RawRecord]],
         received_at: float,
     ) -> None:
-        """Steps 1-3 of a poll, then steps 4-6 of the previous one (see the module doc), then this
-        poll's scoring starts; with an inline scorer this poll's steps 4-6 follow at once."""
+        """Steps 1-3 of a poll, then steps 4-6 of the previous one and this poll's scoring start
+        (behind a backlog the scoring first, see the module doc); with an inline scorer this
+        poll's steps 4-6 follow at once."""
         topic = self.kafka.events_topic
 
         def before_apply(outcomes: list[BatchOutcome]) -> None:
@@ -471,14 +479,14 @@ class Worker:
             self._publish(consumer, producer, recs, *scored)
             scored = None
         touched = {o.partition: o.touched_users for o in written if o.touched_users}
-        self._pending = _Pending(batches, written, done, self.versions, received_at)
+        self._pending = current = _Pending(batches, written, done, self.versions, received_at)
         # One scoring pass for the whole poll: the partitions share one read round trip. Behind a
         # backlog (a full poll) it starts before the previous poll is published, so the scorer
         # does not wait for that poll's produce, flush, digests and commit.
         self.scorer.submit(ScoreJob(touches, touched if self.settings.publish_recs else {}, new_vectors))
         self.stats.batches += 1
         if scored is not None:
-            self._publish(consumer, producer, recs, *scored)
+            current.newer_digests = self._publish(consumer, producer, recs, *scored)
         if not self.scorer.overlaps:
             self._finish_pending(consumer, producer, recs)
 
@@ -514,8 +522,9 @@ class Worker:
         pending: _Pending,
         result: ScoreResult,
         sync_commit: bool = False,
-    ) -> None:
-        """Steps 4-6 of a scored poll (the next poll may be being scored meanwhile)."""
+    ) -> dict[int, dict[str, str]]:
+        """Steps 4-6 of a scored poll (the next poll may be being scored meanwhile); returns the
+        digests of the lists it changed, by partition."""
         topic = self.kafka.events_topic
         pending_digests: dict[int, dict[str, str]] = {}
         for outcome in pending.written:
@@ -524,11 +533,9 @@ class Worker:
                 continue
             source = (topic, outcome.partition, outcome.last_offset)
             digests = result.digests.get(outcome.partition, {})
-            # The scorer may have read them before the previous poll's digests were stored (that
-            # poll is published while this one is scored): those are the latest.
-            latest = self._latest_digests.get(outcome.partition)
-            if latest:
-                digests = {**digests, **latest}
+            newer = pending.newer_digests.get(outcome.partition)
+            if newer:
+                digests = {**digests, **newer}
             changed = recs.publish(lists, digests, source, pending.versions, pending.received_at)
             pending_digests[outcome.partition] = changed
             self.stats.recs_published += len(changed)
@@ -537,7 +544,6 @@ class Worker:
         recs.check()
         self._fault_at("recs_flushed")
         self.store.set_recs_digests(pending_digests)
-        self._latest_digests = pending_digests
         self._fault_at("digests_written")
         if pending.done:
             # Asynchronously: the loop does not wait a broker round trip per poll. A commit lost
@@ -550,6 +556,7 @@ class Worker:
                 log.warning("offset commit failed (records will be re-delivered and skipped): %s", exc)
         self._publishing_poll = None
         self._fault_at("committed")
+        return pending_digests
 
     def _unfinished(self, batches: dict[int, list[RawRecord]]) -> dict[int, list[RawRecord]]:
         """The records of this poll, of the one being scored and of the one being published, none
@@ -569,7 +576,6 @@ class Worker:
         worker or a partition's new owner); returns their records."""
         polls = [poll.batches for poll in (self._publishing_poll, self._pending) if poll is not None]
         self._pending = self._publishing_poll = None
-        self._latest_digests = {}  # whoever publishes next reads the stored ones
         self.scorer.discard()
         return polls
 

@@ -10,6 +10,7 @@ without a broker. Polls here hold one record: ``batch_size=1`` makes each of the
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from consumers.scoring import InlineScorer, ScoreJob, ScoreResult
 from consumers.scoring.inline import read_inputs
@@ -68,6 +69,10 @@ class FakeProducer:
 class FakeConsumer:
     def __init__(self) -> None:
         self.commits: list[list[tuple[int, int]]] = []
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
 
     def commit(self, offsets, asynchronous: bool = True) -> None:
         self.commits.append([(tp.partition, tp.offset) for tp in offsets])
@@ -80,9 +85,9 @@ def _poll(start: int, user: str = "u1") -> dict[int, list[RawRecord]]:
     return {0: [RawRecord(0, start, encode_event(event), user.encode())]}
 
 
-def _worker(failing_flushes: int = 0, batch_size: int = 1):
+def _worker(failing_flushes: int = 0, batch_size: int = 1, partitions: int = 1):
     log: list[str] = []
-    store = MemoryStore(1)
+    store = MemoryStore(partitions)
     worker = Worker(KafkaSettings(), store, EngineSettings(), WorkerSettings(batch_size=batch_size))
     worker.scorer = ReadAtSubmitScorer(store, worker, log)
     worker._replica_due = False  # no replica: the lists come from the scorer above
@@ -131,4 +136,17 @@ def test_a_failed_publish_reads_both_unfinished_polls_again() -> None:
     again = worker._unfinished(second)
     assert sorted(record.offset for record in again[0]) == [0, 1]
     assert worker._pending is None and worker._publishing_poll is None
-    assert worker._latest_digests == {}
+
+
+def test_a_publish_failing_in_a_revocation_reads_the_kept_partitions_again() -> None:
+    worker, consumer, producer, recs, dlq, _ = _worker(partitions=2)
+    poll = {**_poll(0), 1: _poll(5, user="u2")[0]}
+    poll[1] = [RawRecord(1, 5, record.value, record.key) for record in poll[1]]
+    worker._handle(consumer, producer, recs, dlq, poll, received_at=0.0)
+    worker._publishing = (producer, recs)
+    producer.failing_flushes = 1
+    worker._on_revoke(consumer, [TopicPartition("events", 0)])  # type: ignore[arg-type]
+    # partition 0's new owner reads it again; partition 1 stays here and is read again here
+    assert consumer.seeks == [("events", 1, 5)]
+    assert consumer.commits == []
+    assert worker._pending is None and worker._publishing_poll is None

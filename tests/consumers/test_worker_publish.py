@@ -97,21 +97,21 @@ def _worker(failing_flushes: int = 0, batch_size: int = 1, partitions: int = 1):
     return worker, FakeConsumer(), producer, recs, dlq, log
 
 
-def test_behind_a_backlog_the_next_poll_is_scored_before_the_previous_is_flushed() -> None:
-    worker, consumer, producer, recs, dlq, log = _worker()
+@pytest.mark.parametrize(
+    ("batch_size", "order"),
+    [
+        # one-record polls are full: behind a backlog the next poll is scored before the flush
+        (1, ["submit 1", "submit 2", "flush", "submit 3", "flush", "flush"]),
+        # without a backlog the previous poll is flushed first
+        (2, ["submit 1", "flush", "submit 2", "flush", "submit 3", "flush"]),
+    ],
+)
+def test_the_order_of_scoring_and_flushing(batch_size: int, order: list[str]) -> None:
+    worker, consumer, producer, recs, dlq, log = _worker(batch_size=batch_size)
     for offset in range(3):
         worker._handle(consumer, producer, recs, dlq, _poll(offset), received_at=0.0)
     worker._finish_pending(consumer, producer, recs)
-    assert log == ["submit 1", "submit 2", "flush", "submit 3", "flush", "flush"]
-    assert consumer.commits == [[(0, 1)], [(0, 2)], [(0, 3)]]
-
-
-def test_without_a_backlog_the_previous_poll_is_flushed_first() -> None:
-    worker, consumer, producer, recs, dlq, log = _worker(batch_size=2)
-    for offset in range(3):
-        worker._handle(consumer, producer, recs, dlq, _poll(offset), received_at=0.0)
-    worker._finish_pending(consumer, producer, recs)
-    assert log == ["submit 1", "flush", "submit 2", "flush", "submit 3", "flush"]
+    assert log == order
     assert consumer.commits == [[(0, 1)], [(0, 2)], [(0, 3)]]
 
 

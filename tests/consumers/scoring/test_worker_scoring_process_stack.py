@@ -70,3 +70,39 @@ def test_worker_survives_its_scoring_process_being_killed(
         assert worker.scorer.pid is None  # closed when the worker stopped  # type: ignore[attr-defined]
     finally:
         store.close()
+
+
+def test_behind_a_backlog_a_list_is_produced_only_when_it_changed(
+    kafka_settings: KafkaSettings, redis_url: str
+) -> None:
+    """Full polls: each is handed to the scoring process before the one before is published, so
+    its job reads the stored digests too early; the worker must still compare with the lists it
+    published last, or an unchanged list goes out twice in a row."""
+    engine = EngineSettings(session_model="sessions")
+    factory = functools.partial(
+        RedisStore, RedisSettings(url=redis_url, key_prefix="wsq"), kafka_settings.partitions, engine
+    )
+    store = factory()
+    # Each chunk of a poll's size is followed by its own events again: the copies change no state,
+    # so the next poll's lists are those the chunk's poll has just published.
+    events = generate_events(3000, n_users=300, n_items=500, seed=9)
+    stream = [e for start in range(0, len(events), 100) for e in events[start : start + 100] * 2]
+    replay_events(stream, kafka_settings)
+    worker = Worker(
+        kafka_settings, store, engine, WorkerSettings(batch_size=100, scorer="process"), scorer_store=factory
+    )
+    try:
+        stats = worker.run(until_idle=True, max_seconds=180)
+        assert (stats.applied, stats.duplicates) == (len(events), len(events))
+        last: dict[str, list[str]] = {}
+        repeats = produced = 0
+        for rows in read_topic(kafka_settings, kafka_settings.recs_topic).values():
+            for row in rows:  # one user's records are in one partition, in publish order
+                record = orjson.loads(row.value)
+                repeats += last.get(record["user_id"]) == record["items"]
+                last[record["user_id"]] = record["items"]
+                produced += 1
+        assert produced == stats.recs_published
+        assert repeats == 0
+    finally:
+        store.close()

@@ -3,9 +3,10 @@
 Each context's score of an item is its neighbour vote (already divided by the context's largest),
 plus ``sr_weight`` times its rule vote over the largest rule vote, plus ``reminder_weight`` times its
 reminder, plus ``trend_weight`` times its trend over the top trend; a part an item lacks adds
-nothing. All contexts' parts become one flat array of ``(context, item number)`` keys, and one
-``bincount`` adds each key's parts in that order, the order the one-dict-per-context blend added
-them in, so every sum is the same float.
+nothing. Each part is a sorted array of ``(context, item number)`` keys; merging them one after
+the other adds each key's parts in that order, the order the one-dict-per-context blend added them
+in, so every sum is the same float. (The neighbour votes, the largest part by far, arrive sorted:
+a merge costs a pass over them where sorting all the keys again cost most of the blend.)
 
 A :class:`Shortlist` lets the caller ask for only the items that can still make its top-k list, so
 that hundreds of scored items per context never become dict entries. The engine ranks a context's
@@ -86,24 +87,19 @@ def blend_many(
                 reminder_values.append(c.reminder_weight * math.exp(-(last - position) / c.reminder_decay))
     width = n_known + len(extra)  # key = context * width + item number
 
-    keys: list[np.ndarray] = []
-    values: list[np.ndarray] = []
+    # Added in this order: each key's neighbour vote, then its rule vote, then its reminder.
+    keys, scores = np.zeros(0, np.int64), np.zeros(0)
     if knn is not None and len(knn.codes):
-        keys.append(knn.owners * width + knn.codes)
-        values.append(knn.scores)
+        keys, scores = knn.owners * width + knn.codes, knn.scores
     if c.sr_weight > 0:
-        rule_keys, rule_values = _rule_votes(model, rule_sources, width)
-        keys.append(rule_keys)
-        values.append(rule_values)
+        keys, scores = merge_add(keys, scores, *_rule_votes(model, rule_sources, width))
     if reminder_codes:
-        keys.append(np.array(reminder_owner, np.int64) * width + np.array(reminder_codes, np.int64))
-        values.append(np.array(reminder_values))
-    if not keys:
+        reminder_keys = np.array(reminder_owner, np.int64) * width + np.array(reminder_codes, np.int64)
+        order = np.argsort(reminder_keys)
+        keys, scores = merge_add(keys, scores, reminder_keys[order], np.array(reminder_values)[order])
+    if not len(keys):
         return [{} for _ in contexts]
-    # bincount adds in array order: each key's neighbour vote, then its rule vote, then its reminder
-    unique_keys, slot = np.unique(np.concatenate(keys), return_inverse=True)
-    scores = np.bincount(slot, weights=np.concatenate(values), minlength=len(unique_keys))
-    owners, codes = np.divmod(unique_keys, width)
+    owners, codes = np.divmod(keys, width)
     every_name = names + list(extra) if extra else names
     if c.trend_weight and model.trend_top > 0:
         weight = c.trend_weight / model.trend_top
@@ -114,6 +110,28 @@ def blend_many(
         kept = _shortlisted(owners, codes, scores, shortlist, width, known_code)
         owners, codes, scores = owners[kept], codes[kept], scores[kept]
     return as_dicts(every_name, owners, codes, scores, len(contexts))
+
+
+def merge_add(
+    keys: np.ndarray, values: np.ndarray, more_keys: np.ndarray, more_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The union of two sorted arrays of distinct keys, each value that of its key in ``keys`` plus
+    that in ``more_keys`` (in that order; ``0.0 + x`` is ``x``, so a one-sided key keeps its value).
+
+    >>> merged = merge_add(np.array([1, 4]), np.array([0.5, 1.0]), np.array([2, 4]), np.array([2.0, 0.25]))
+    >>> [array.tolist() for array in merged]
+    [[1, 2, 4], [0.5, 2.0, 1.25]]
+    """
+    if not len(more_keys):
+        return keys, values
+    if not len(keys):
+        return more_keys, more_values
+    at = np.searchsorted(keys, more_keys)
+    hit = keys[np.minimum(at, len(keys) - 1)] == more_keys
+    values = values.copy()
+    values[at[hit]] += more_values[hit]
+    fresh = ~hit
+    return np.insert(keys, at[fresh], more_keys[fresh]), np.insert(values, at[fresh], more_values[fresh])
 
 
 def _rule_votes(

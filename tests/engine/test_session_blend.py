@@ -16,7 +16,7 @@ from engine.evaluation.base import Context
 from engine.generator import generate_events
 from engine.logic import compute_delta
 from engine.recommend import Recommender
-from engine.session_blend import Shortlist
+from engine.session_blend import Shortlist, merge_add
 from engine.sessionknn import PRESETS, SessionKNN, SessionKNNConfig, session_of, sr_sources
 from engine.state.memory import MemoryStore
 
@@ -170,3 +170,21 @@ def test_recommender_lists_equal_the_ranking_of_full_scores(
     )
     assert shortlisted == ranked()
     assert sum(len(items) == 10 for items in shortlisted.values()) > len(shortlisted) // 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_merge_add_sums_each_key_in_order_like_a_dict(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    parts = []
+    for size in (int(rng.integers(0, 40)), int(rng.integers(0, 10)), int(rng.integers(0, 10))):
+        keys = np.sort(rng.choice(60, size, replace=False)).astype(np.int64)
+        parts.append((keys, rng.random(size) * rng.choice([1.0, 1e-9, 1e9], size)))
+    expected: dict[int, float] = {}
+    for keys, values in parts:
+        for key, value in zip(keys.tolist(), values.tolist(), strict=True):
+            expected[key] = expected.get(key, 0.0) + value
+    keys, values = np.zeros(0, np.int64), np.zeros(0)
+    for more in parts:
+        keys, values = merge_add(keys, values, *more)
+    assert keys.tolist() == sorted(expected)
+    assert values.tolist() == [expected[key] for key in sorted(expected)]  # the same floats

@@ -83,6 +83,38 @@ def test_compiled_votes_equal_the_numpy_passes(distinct: bool, seed: int) -> Non
                 assert got.tolist() == want.tolist()  # bit for bit, not approximately
 
 
+@pytest.mark.parametrize("distinct", [False, True])
+def test_votes_come_back_in_item_order_across_word_edges(distinct: bool) -> None:
+    # The kernel reads an owner's voted items back from bits, 64 to a word: the first and last
+    # bit of a word, and words with gaps between them, must come back in item order.
+    config = SessionKNNConfig(max_session_length=8, distinct_votes=distinct)
+    n_names = 300
+    row_codes = [[63, 0, 64, 127], [128, 63, 255], [299, 191, 192], [1]]
+    packed = [np.array(codes, np.int32).tobytes() for codes in row_codes]
+    rows = {
+        "codes": np.frombuffer(b"".join(packed), np.int32),
+        "lengths": np.array([len(codes) for codes in row_codes], np.int64),
+        "row_weight": np.array([1.0, 0.5, 0.25, 2.0]),
+        "anchor_codes": np.array([127, 63, 5, 1], np.int64),
+        "row_owner": np.array([0, 0, 2, 3], np.int64),
+    }
+    expected = session_votes._vote_passes(
+        config,
+        packed,
+        rows["lengths"],
+        rows["row_weight"],
+        rows["anchor_codes"].tolist(),
+        rows["row_owner"],
+        n_names,
+    )
+    actual = session_kernels.VoteScratch().vote(
+        **rows, gap=session_votes.gap_weights(config), span=8, distinct=distinct, n_names=n_names
+    )
+    assert actual[1].tolist() == [0, 63, 64, 127, 128, 255, 191, 192, 299, 1]
+    for got, want in zip(actual, expected, strict=True):
+        assert got.tolist() == want.tolist()
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_compiled_gather_equals_the_numpy_passes(seed: int) -> None:
     rng = random.Random(seed)

@@ -46,20 +46,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from consumers.heap import freeze_after_full_collections
-from consumers.intake import poll_batch, rewind, split_by_partition
+from consumers.intake import make_consumer, pause_until_store_answers, poll_batch, rewind, split_by_partition
 from consumers.offsets import group_lag
 from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob, Scorer, ScoreResult
 from consumers.settings import Fault, WorkerSettings, fault_from_spec
 from engine.config import EngineSettings
-from engine.embeddings import EmbeddingSpace
+from engine.embeddings import EmbeddingSpace, vectors_for_new_items
 from engine.errors import BrokerError, ConfigurationError, ScorerError, StateStoreError, WatermarkConflict
 from engine.pipeline import BatchOutcome, BatchProcessor, RawRecord
 from engine.recommend import Recommender
 from engine.state.base import StateStore
-from producers.kafka import KafkaSettings, client_config
+from producers.kafka import KafkaSettings
 from producers.recs import DeadLetterPublisher, RecsPublisher, flush, make_producer
 
 log = logging.getLogger("streamrec.worker")
@@ -99,11 +99,6 @@ class WorkerStats:
     @property
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
-
-
-def _log_failed_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-    if error is not None:
-        log.warning("offset commit failed (records will be re-delivered and skipped): %s", error)
 
 
 class Worker:
@@ -165,23 +160,7 @@ class Worker:
         return InlineScorer(self.store, self.recommender)
 
     def _make_consumer(self) -> Consumer:
-        config = client_config(self.kafka) | {
-            "group.id": self.kafka.group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.kafka.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, self.kafka.session_timeout_ms // 3),
-            "max.poll.interval.ms": max(self.kafka.max_poll_interval_ms, self.kafka.session_timeout_ms),
-            "fetch.wait.max.ms": self.settings.fetch_wait_max_ms,
-            "max.partition.fetch.bytes": self.kafka.max_message_bytes,
-            "fetch.max.bytes": max(self.kafka.max_message_bytes, 16 * 1024 * 1024),
-            "queued.max.messages.kbytes": self.settings.prefetch_kbytes,
-            "on_commit": _log_failed_commit,
-        }
-        try:
-            return Consumer(config)
-        except KafkaException as exc:
-            raise BrokerError(f"cannot create Kafka consumer: {exc}") from exc
+        return make_consumer(self.kafka, self.settings)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
@@ -359,16 +338,7 @@ class Worker:
         add_items = getattr(space, "add_items", None)
         if space is None or add_items is None:
             return {}
-        new = {e.item_id for _, e in events} - set(space.vectors({e.item_id for _, e in events}))
-        if not new:
-            return {}
-        neighbours = self.store.neighbours(new, 20)
-        known = space.vectors({n for row in neighbours.values() for n in row})
-        vectors = {}
-        for item, row in neighbours.items():
-            rows = [(known[n], w) for n, w in row.items() if n in known]
-            if rows:
-                vectors[item] = sum(w * v for v, w in rows) / sum(w for _, w in rows)
+        vectors = vectors_for_new_items(space, self.store, {e.item_id for _, e in events})
         if vectors:
             add_items(vectors)
         return vectors
@@ -376,38 +346,15 @@ class Worker:
     def _wait_for_store(
         self, consumer: Consumer, batches: dict[int, list[RawRecord]], exc: Exception
     ) -> None:
-        """Redis is down or too slow: rewind the batch, pause fetching, and poll until it answers.
-
-        Nothing of the batch was committed, so rewinding loses nothing, and partitions whose write
-        did succeed are skipped by their watermark. Pausing keeps memory bounded; polling keeps
-        this member in the group while it waits.
-        """
+        """Redis is down or too slow: rewind the batch, pause fetching, and poll until it answers
+        (:func:`~consumers.intake.pause_until_store_answers`)."""
         self.stats.store_outages += 1
         log.warning("state store unavailable, pausing consumption: %s", exc)
-        rewind(consumer, self.kafka.events_topic, batches)
-        self._paused = True
-        consumer.pause(consumer.assignment())
-        delay = 0.5
+        self._paused = True  # an assignment meanwhile stays paused (_on_assign)
         try:
-            while not self.stop_event.is_set():
-                msg = consumer.poll(delay)
-                if msg is not None and msg.error() is None:
-                    # Fetched from a partition that was not paused (a rebalance slipped in before
-                    # _on_assign could pause it): put the record back, or it would be skipped.
-                    rewind(
-                        consumer,
-                        self.kafka.events_topic,
-                        {msg.partition(): [RawRecord(msg.partition(), msg.offset(), None)]},
-                    )
-                    consumer.pause(consumer.assignment())
-                try:
-                    self.store.watermarks()
-                    break
-                except StateStoreError:
-                    delay = min(delay * 2, 5.0)
+            pause_until_store_answers(consumer, self.store, self.kafka.events_topic, batches, self.stop_event)
         finally:
             self._paused = False
-        consumer.resume(consumer.assignment())
         log.warning("state store back, resuming")
 
     def stop(self) -> None:

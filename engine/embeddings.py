@@ -6,6 +6,9 @@ stored with the version of the space it lives in; when the space changes (a refr
 rebuilt from the user's recent history in the new space.
 
 >>> import numpy as np
+
+if TYPE_CHECKING:
+    from engine.state.base import StateStore
 >>> space = StaticSpace("v1", {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])})
 >>> vector_from_history(["b", "a"], space, decay=0.5).round(3).tolist()  # most recent first
 [0.5, 1.0]
@@ -16,9 +19,12 @@ rebuilt from the user's recent history in the new space.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.state.base import StateStore
 
 
 class EmbeddingSpace(Protocol):
@@ -87,3 +93,20 @@ class StaticSpace:
         k = min(k, len(self._ids))
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [[self._ids[j] for j in row] for row in order], np.take_along_axis(scores, order, axis=1)
+
+
+def vectors_for_new_items(space: EmbeddingSpace, store: StateStore, items: set[str]) -> dict[str, np.ndarray]:
+    """A vector for each of ``items`` that ``space`` lacks: the weighted mean of the vectors of
+    its neighbours in ``store`` (:meth:`~engine.state.base.StateStore.neighbours`, up to 20), for
+    those that have any with a vector."""
+    new = items - set(space.vectors(items))
+    if not new:
+        return {}
+    neighbours = store.neighbours(new, 20)
+    known = space.vectors({n for row in neighbours.values() for n in row})
+    vectors = {}
+    for item, row in neighbours.items():
+        rows = [(known[n], w) for n, w in row.items() if n in known]
+        if rows:
+            vectors[item] = sum(w * v for v, w in rows) / sum(w for _, w in rows)
+    return vectors

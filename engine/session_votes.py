@@ -126,14 +126,21 @@ def group_max(owners: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.repeat(np.maximum.reduceat(values, starts), np.diff(np.append(starts, len(owners))))
 
 
+def idf_factors(model: SessionKNN) -> np.ndarray:
+    """``1 + idf_weight * log(sessions / sessions with the item)`` by item number."""
+    counts = np.maximum(model.idf_counts(), 1.0)
+    return 1.0 + model.config.idf_weight * np.log(max(model.n_sessions, 1) / counts)
+
+
 def vote_arrays(
     model: SessionKNN,
     contexts: Sequence[Context],
     neighbours: Sequence[Neighbourhood],
     normalise: bool = False,
+    idf: np.ndarray | None = None,
 ) -> Votes:
     """The votes of :func:`neighbour_votes` as arrays; with ``normalise``, each context's divided by
-    its largest."""
+    its largest. ``idf``: :func:`idf_factors` of the model as it is (computed here when None)."""
     c = model.config
     numbers = model.rules.numbers
     cached = model._codes.get
@@ -183,8 +190,11 @@ def vote_arrays(
             c, packed, lengths, row_weight, anchor_codes, np.concatenate(owners), n_names
         )
     if c.idf_weight:
-        sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
-        scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
+        if idf is None:  # per vote: fewer logs than one per catalogue item, for a few contexts
+            sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
+            scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
+        else:  # the same floats: each item's factor is computed alike
+            scores = scores * idf[voted_codes]
     if normalise and len(scores):
         scores = scores / group_max(voted_owner, scores)
     return Votes(voted_owner, voted_codes, scores)

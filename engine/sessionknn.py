@@ -64,6 +64,7 @@ from engine.session_numbers import Candidates, SessionNumbers
 from engine.session_votes import (
     EMPTY_NEIGHBOURHOOD,
     Neighbourhood,
+    idf_factors,
     neighbour_votes,
     ranked_neighbourhood,
     vote_arrays,
@@ -401,13 +402,15 @@ class SessionKNN:
         with a ``shortlist``, only the items it asks for (see :mod:`engine.session_blend`)."""
         c = self.config
         out: list[dict[str, float]] = []
+        # Once per call, not per chunk: a log per catalogue item costs less than one per vote.
+        idf = idf_factors(self) if c.k > 0 and c.idf_weight and len(contexts) > VOTE_CHUNK else None
         # In chunks: one pass's arrays hold every neighbour item of its contexts.
         for start in range(0, len(contexts), VOTE_CHUNK):
             chunk = contexts[start : start + VOTE_CHUNK]
             knn = None
             if c.k > 0:
                 found = neighbourhoods(self, chunk)
-                knn = vote_arrays(self, chunk, found, normalise=True)
+                knn = vote_arrays(self, chunk, found, normalise=True, idf=idf)
             sources = [sr_sources(c, context.items) for context in chunk] if c.sr_weight > 0 else []
             part = None
             if shortlist is not None:

@@ -1,0 +1,88 @@
+"""The session model's scoring cost at a mature state, in process: no broker, no Redis.
+
+Over a long replay the scoring process sets the engine's rate (docs/performance.md): the item
+indexes are at their caps and each user's ~100 neighbours list ~30 items each. This learns
+``--events`` generator events (the ingest bench's stream) into the streaming preset, then for
+each of ``--warm-polls`` + ``--polls`` polls of ``--batch`` events learns the poll and scores
+the latest context of each user in it, as the scoring process does (a shortlist of 20 + 2 per
+user, 100 always-kept items). Only the last ``--polls`` polls are timed. The digest of every
+score is printed, so that two revisions can be checked to score alike as well as compared for
+speed.
+
+Run: ``python -m deploy.bench.scoring [--events 1000000] [--polls 10]`` (~1 minute; the
+learning takes most of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import time
+
+from deploy.bench.common import event_chunks
+from engine.evaluation.base import Context
+from engine.session_blend import Shortlist
+from engine.session_kernels import warm_up
+from engine.sessionknn import PRESETS, SessionKNN, session_of
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="events learnt first")
+    parser.add_argument("--warm-polls", type=int, default=10, help="polls scored before timing")
+    parser.add_argument("--polls", type=int, default=10, help="polls timed")
+    parser.add_argument("--batch", type=int, default=2000, help="events a poll")
+    args = parser.parse_args(argv)
+    if args.events < 0 or args.polls < 1 or args.warm_polls < 0 or args.batch < 1:
+        parser.error("need --events >= 0, --polls >= 1, --warm-polls >= 0 and --batch >= 1")
+
+    n_polls = args.warm_polls + args.polls
+    events = [e for chunk in event_chunks(args.events + n_polls * args.batch) for e in chunk]
+    model = SessionKNN(PRESETS["sessions"])
+    warm_up()
+    started = time.perf_counter()
+    for n, event in enumerate(events[: args.events], 1):
+        model.learn_one(event)
+        if n % 200_000 == 0:
+            print(
+                f"learnt {n:,} of {args.events:,} events ({time.perf_counter() - started:.0f} s)", flush=True
+            )
+    gc.collect()
+    gc.freeze()  # as the scoring process does with its long-lived replica (consumers.heap)
+
+    always = [f"i{n}" for n in range(100)]
+    digest = hashlib.sha256()
+    learn_s = score_s = 0.0
+    n_contexts = 0
+    for p in range(n_polls):
+        poll = events[args.events + p * args.batch : args.events + (p + 1) * args.batch]
+        t0 = time.perf_counter()
+        for event in poll:
+            model.learn_one(event)
+        t1 = time.perf_counter()
+        latest = {event.user_id: event for event in poll}
+        contexts = [
+            Context(user, tuple(model.sessions[session_of(e)]), e.ts, session_of(e))
+            for user, e in latest.items()
+        ]
+        shortlist = Shortlist([22] * len(contexts), [()] * len(contexts), always)
+        t2 = time.perf_counter()
+        scores = model.scores_many(contexts, shortlist)
+        t3 = time.perf_counter()
+        if p >= args.warm_polls:
+            learn_s += t1 - t0
+            score_s += t3 - t2
+            n_contexts += len(contexts)
+            for one in scores:
+                digest.update(repr(sorted(one.items())).encode())
+    timed_events = args.polls * args.batch
+    print(
+        f"{args.polls} polls of {args.batch:,} events after {args.events:,}: {n_contexts:,} users scored; "
+        f"scoring {1e6 * score_s / n_contexts:.0f} µs a user = {1e6 * score_s / timed_events:.1f} µs an event; "
+        f"learning {1e6 * learn_s / timed_events:.1f} µs an event; scores digest {digest.hexdigest()[:16]}"
+    )
+
+
+if __name__ == "__main__":
+    main()

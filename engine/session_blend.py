@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine import session_kernels
 from engine.evaluation.base import Context
 from engine.session_votes import as_dicts, group_max
 
@@ -92,11 +93,12 @@ def blend_many(
     if knn is not None and len(knn.codes):
         keys, scores = knn.owners * width + knn.codes, knn.scores
     if c.sr_weight > 0:
-        keys, scores = merge_add(keys, scores, *_rule_votes(model, rule_sources, width))
+        keys, scores = merge_add(keys, scores, *_rule_votes(model, rule_sources, width), model.compiled)
     if reminder_codes:
         reminder_keys = np.array(reminder_owner, np.int64) * width + np.array(reminder_codes, np.int64)
         order = np.argsort(reminder_keys)
-        keys, scores = merge_add(keys, scores, reminder_keys[order], np.array(reminder_values)[order])
+        more = reminder_keys[order], np.array(reminder_values)[order]
+        keys, scores = merge_add(keys, scores, *more, model.compiled)
     if not len(keys):
         return [{} for _ in contexts]
     owners, codes = np.divmod(keys, width)
@@ -113,10 +115,15 @@ def blend_many(
 
 
 def merge_add(
-    keys: np.ndarray, values: np.ndarray, more_keys: np.ndarray, more_values: np.ndarray
+    keys: np.ndarray,
+    values: np.ndarray,
+    more_keys: np.ndarray,
+    more_values: np.ndarray,
+    compiled: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The union of two sorted arrays of distinct keys, each value that of its key in ``keys`` plus
-    that in ``more_keys`` (in that order; ``0.0 + x`` is ``x``, so a one-sided key keeps its value).
+    """The union of two sorted arrays of distinct (int64) keys, each value that of its key in
+    ``keys`` plus that in ``more_keys`` (in that order; ``0.0 + x`` is ``x``, so a one-sided key
+    keeps its value); ``compiled``: in one pass (:mod:`engine.session_kernels`), the same floats.
 
     >>> merged = merge_add(np.array([1, 4]), np.array([0.5, 1.0]), np.array([2, 4]), np.array([2.0, 0.25]))
     >>> [array.tolist() for array in merged]
@@ -126,6 +133,8 @@ def merge_add(
         return keys, values
     if not len(keys):
         return more_keys, more_values
+    if compiled:
+        return session_kernels.merge_add(keys, values, more_keys, more_values)
     at = np.searchsorted(keys, more_keys)
     hit = keys[np.minimum(at, len(keys) - 1)] == more_keys
     values = values.copy()

@@ -237,6 +237,7 @@ def warm_up() -> float:
         one, ones, np.ones(1), ones - 1, ones, ones - 2, np.zeros(1), np.zeros(1), ones - 1, ones - 1, 1, 1
     )
     best_many(np.ones(1), np.ones(1, np.bool_), np.array([0, 1]), 1)
+    merge_add(ones, np.ones(1), ones, np.ones(1))
     return time.monotonic() - started
 
 
@@ -360,3 +361,33 @@ def _best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int)
 def best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
     """:func:`_best_many`, compiled."""
     return _compiled(_best_many)(values, held, bounds, k)
+
+
+def _merge_add(
+    keys: np.ndarray, values: np.ndarray, more_keys: np.ndarray, more_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`engine.session_blend.merge_add` in one pass over both arrays."""
+    n, m = len(keys), len(more_keys)
+    out_keys = np.empty(n + m, np.int64)
+    out_values = np.empty(n + m)
+    i = j = size = 0
+    while i < n or j < m:
+        if j == m or (i < n and keys[i] < more_keys[j]):
+            out_keys[size], out_values[size] = keys[i], values[i]
+            i += 1
+        elif i == n or more_keys[j] < keys[i]:
+            out_keys[size], out_values[size] = more_keys[j], more_values[j]
+            j += 1
+        else:
+            out_keys[size], out_values[size] = keys[i], values[i] + more_values[j]
+            i += 1
+            j += 1
+        size += 1
+    return out_keys[:size], out_values[:size]
+
+
+def merge_add(
+    keys: np.ndarray, values: np.ndarray, more_keys: np.ndarray, more_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_merge_add`, compiled."""
+    return _compiled(_merge_add)(keys, values, more_keys, more_values)

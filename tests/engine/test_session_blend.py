@@ -17,6 +17,7 @@ from engine.generator import generate_events
 from engine.logic import compute_delta
 from engine.recommend import Recommender
 from engine.session_blend import Shortlist, merge_add
+from engine.session_kernels import AVAILABLE as COMPILED
 from engine.sessionknn import PRESETS, SessionKNN, SessionKNNConfig, session_of, sr_sources
 from engine.state.memory import MemoryStore
 
@@ -172,8 +173,12 @@ def test_recommender_lists_equal_the_ranking_of_full_scores(
     assert sum(len(items) == 10 for items in shortlisted.values()) > len(shortlisted) // 2
 
 
+@pytest.mark.parametrize(
+    "compiled",
+    [False, pytest.param(True, marks=pytest.mark.skipif(not COMPILED, reason="numba is not installed"))],
+)
 @pytest.mark.parametrize("seed", range(5))
-def test_merge_add_sums_each_key_in_order_like_a_dict(seed: int) -> None:
+def test_merge_add_sums_each_key_in_order_like_a_dict(seed: int, compiled: bool) -> None:
     rng = np.random.default_rng(seed)
     parts = []
     for size in (int(rng.integers(0, 40)), int(rng.integers(0, 10)), int(rng.integers(0, 10))):
@@ -185,6 +190,6 @@ def test_merge_add_sums_each_key_in_order_like_a_dict(seed: int) -> None:
             expected[key] = expected.get(key, 0.0) + value
     keys, values = np.zeros(0, np.int64), np.zeros(0)
     for more in parts:
-        keys, values = merge_add(keys, values, *more)
+        keys, values = merge_add(keys, values, *more, compiled)
     assert keys.tolist() == sorted(expected)
     assert values.tolist() == [expected[key] for key in sorted(expected)]  # the same floats

@@ -290,6 +290,36 @@ def test_vectorised_votes_equal_the_plain_definition(overrides: dict) -> None:
         assert scores == pytest.approx(model.scores(context), rel=1e-12)
 
 
+@pytest.mark.parametrize("rebuilds", [False, True])
+def test_votes_stay_exact_while_neighbour_sessions_change(
+    rebuilds: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The vote step keeps each neighbour's packed items until its session changes
+    # (SessionKNN.session_codes): sessions that grow, are trimmed or are evicted between two
+    # scorings must vote with their items of now; with `rebuilds` the numbered view starts over.
+    if rebuilds:
+        monkeypatch.setattr(session_numbers, "MIN_REBUILD", 4)
+        monkeypatch.setattr(session_numbers, "REBUILD_FACTOR", 1)
+    spec = random_walk_sessions(11, 300, n_items=25, max_len=9, steps=(-2, 2))
+    events = [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
+    model = SessionKNN(
+        max_session_length=4, max_sessions=30, distinct_votes=True, idf_weight=0.5, length_norm=0.0
+    )
+    checked = 0
+    for n, event in enumerate(events):
+        model.learn_one(event)
+        if n % 2:
+            continue
+        context = Context("u", tuple(e.item_id for e in events[max(0, n - 4) : n + 1]), event.ts + 1, "new")
+        expected = reference_knn_scores(model, context)
+        actual = model.knn_scores(context)
+        assert actual.keys() == expected.keys()
+        for item, value in expected.items():
+            assert actual[item] == pytest.approx(value, rel=1e-12), item
+        checked += bool(expected)
+    assert checked > 100
+
+
 def reference_neighbours(model: SessionKNN, context: Context) -> list[tuple[str, float, int]]:
     """Candidates and neighbours one indexed session at a time, ranked by (timestamp, id) and
     (similarity, id) with heapq: the oracle of the set- and numpy-based selection."""

@@ -126,10 +126,13 @@ def group_max(owners: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.repeat(np.maximum.reduceat(values, starts), np.diff(np.append(starts, len(owners))))
 
 
-def idf_factors(model: SessionKNN) -> np.ndarray:
-    """``1 + idf_weight * log(sessions / sessions with the item)`` by item number."""
-    counts = np.maximum(model.idf_counts(), 1.0)
-    return 1.0 + model.config.idf_weight * np.log(max(model.n_sessions, 1) / counts)
+def idf_factors(model: SessionKNN, codes: np.ndarray | None = None) -> np.ndarray:
+    """``1 + idf_weight * log(sessions / sessions with the item)`` of the items numbered ``codes``
+    (of every item number when None)."""
+    counts = model.idf_counts()
+    if codes is not None:
+        counts = counts[codes]
+    return 1.0 + model.config.idf_weight * np.log(max(model.n_sessions, 1) / np.maximum(counts, 1.0))
 
 
 def vote_arrays(
@@ -190,11 +193,9 @@ def vote_arrays(
             c, packed, lengths, row_weight, anchor_codes, np.concatenate(owners), n_names
         )
     if c.idf_weight:
-        if idf is None:  # per vote: fewer logs than one per catalogue item, for a few contexts
-            sessions_with = np.maximum(model.idf_counts()[voted_codes], 1.0)
-            scores = scores * (1.0 + c.idf_weight * np.log(max(model.n_sessions, 1) / sessions_with))
-        else:  # the same floats: each item's factor is computed alike
-            scores = scores * idf[voted_codes]
+        # Without ``idf``, per vote: fewer logs than one per catalogue item for a few contexts.
+        # Either way each item's factor is computed alike, so the floats are the same.
+        scores = scores * (idf[voted_codes] if idf is not None else idf_factors(model, voted_codes))
     if normalise and len(scores):
         scores = scores / group_max(voted_owner, scores)
     return Votes(voted_owner, voted_codes, scores)

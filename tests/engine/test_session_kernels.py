@@ -58,46 +58,20 @@ def test_compiled_votes_equal_the_numpy_passes(distinct: bool, seed: int) -> Non
         rows = random_rows(rng, n_owners=7, n_names=n_names)
         if not len(rows["lengths"]):
             continue
-        packed, start = [], 0
-        for length in rows["lengths"].tolist():
-            packed.append(rows["codes"][start : start + length].tobytes())
-            start += length
-        expected = session_votes._vote_passes(
-            config,
-            packed,
-            rows["lengths"],
-            rows["row_weight"],
-            rows["anchor_codes"].tolist(),
-            rows["row_owner"],
-            n_names,
-        )
         for _ in range(2):  # a second call on the same scratch: it was left clean
-            actual = scratch.vote(
-                **rows,
-                gap=session_votes.gap_weights(config),
-                span=config.max_session_length,
-                distinct=distinct,
-                n_names=n_names,
-            )
+            actual, expected = votes_both_ways(scratch, config, rows, n_names)
             for got, want in zip(actual, expected, strict=True):
                 assert got.tolist() == want.tolist()  # bit for bit, not approximately
 
 
-@pytest.mark.parametrize("distinct", [False, True])
-def test_votes_come_back_in_item_order_across_word_edges(distinct: bool) -> None:
-    # The kernel reads an owner's voted items back from bits, 64 to a word: the first and last
-    # bit of a word, and words with gaps between them, must come back in item order.
-    config = SessionKNNConfig(max_session_length=8, distinct_votes=distinct)
-    n_names = 300
-    row_codes = [[63, 0, 64, 127], [128, 63, 255], [299, 191, 192], [1]]
-    packed = [np.array(codes, np.int32).tobytes() for codes in row_codes]
-    rows = {
-        "codes": np.frombuffer(b"".join(packed), np.int32),
-        "lengths": np.array([len(codes) for codes in row_codes], np.int64),
-        "row_weight": np.array([1.0, 0.5, 0.25, 2.0]),
-        "anchor_codes": np.array([127, 63, 5, 1], np.int64),
-        "row_owner": np.array([0, 0, 2, 3], np.int64),
-    }
+def votes_both_ways(
+    scratch: session_kernels.VoteScratch, config: SessionKNNConfig, rows: dict, n_names: int
+) -> tuple[tuple, tuple]:
+    """The votes of ``rows`` from the compiled kernel and from the numpy passes."""
+    packed, start = [], 0
+    for length in rows["lengths"].tolist():
+        packed.append(rows["codes"][start : start + length].tobytes())
+        start += length
     expected = session_votes._vote_passes(
         config,
         packed,
@@ -107,9 +81,31 @@ def test_votes_come_back_in_item_order_across_word_edges(distinct: bool) -> None
         rows["row_owner"],
         n_names,
     )
-    actual = session_kernels.VoteScratch().vote(
-        **rows, gap=session_votes.gap_weights(config), span=8, distinct=distinct, n_names=n_names
+    actual = scratch.vote(
+        **rows,
+        gap=session_votes.gap_weights(config),
+        span=config.max_session_length,
+        distinct=config.distinct_votes,
+        n_names=n_names,
     )
+    return actual, expected
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_votes_come_back_in_item_order_across_word_edges(distinct: bool) -> None:
+    # The kernel reads an owner's voted items back from bits, 64 to a word: the first and last
+    # bit of a word, and words with gaps between them, must come back in item order.
+    config = SessionKNNConfig(max_session_length=8, distinct_votes=distinct)
+    n_names = 300
+    row_codes = [[63, 0, 64, 127], [128, 63, 255], [299, 191, 192], [1]]
+    rows = {
+        "codes": np.array([code for codes in row_codes for code in codes], np.int32),
+        "lengths": np.array([len(codes) for codes in row_codes], np.int64),
+        "row_weight": np.array([1.0, 0.5, 0.25, 2.0]),
+        "anchor_codes": np.array([127, 63, 5, 1], np.int64),
+        "row_owner": np.array([0, 0, 2, 3], np.int64),
+    }
+    actual, expected = votes_both_ways(session_kernels.VoteScratch(), config, rows, n_names)
     assert actual[1].tolist() == [0, 63, 64, 127, 128, 255, 191, 192, 299, 1]
     for got, want in zip(actual, expected, strict=True):
         assert got.tolist() == want.tolist()

@@ -247,6 +247,16 @@ def random_walk_sessions(
     return spec
 
 
+def knn_scores_match_the_reference(model: SessionKNN, context: Context) -> dict[str, float]:
+    """Assert the model's neighbour votes for ``context`` are the reference's; return those."""
+    expected = reference_knn_scores(model, context)
+    actual = model.knn_scores(context)
+    assert actual.keys() == expected.keys()
+    for item, value in expected.items():
+        assert actual[item] == pytest.approx(value, rel=1e-12), item
+    return expected
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -266,11 +276,7 @@ def test_vectorised_votes_equal_the_plain_definition(overrides: dict) -> None:
     checked = 0
     for n in range(0, len(events), 11):
         context = Context("u", tuple(e.item_id for e in events[max(0, n - 6) : n + 1]), T0 + n + 1, "new")
-        expected = reference_knn_scores(model, context)
-        actual = model.knn_scores(context)
-        assert actual.keys() == expected.keys()
-        for item, value in expected.items():
-            assert actual[item] == pytest.approx(value, rel=1e-12), item
+        expected = knn_scores_match_the_reference(model, context)
         checked += bool(expected)
         if expected:  # scored alone: the votes divided by their largest (rules, reminders off)
             alone = SessionKNN(model.config.with_(sr_weight=0.0, reminder_weight=0.0, trend_weight=0.0))
@@ -290,6 +296,16 @@ def test_vectorised_votes_equal_the_plain_definition(overrides: dict) -> None:
         assert scores == pytest.approx(model.scores(context), rel=1e-12)
 
 
+def changing_stream(rebuilds: bool, monkeypatch: pytest.MonkeyPatch, max_len: int) -> list[Event]:
+    """300 clicks of random-walk sessions over 25 items, ten a second; with ``rebuilds`` the
+    model's numbered view of its index (engine.session_numbers) starts over every few sessions."""
+    if rebuilds:
+        monkeypatch.setattr(session_numbers, "MIN_REBUILD", 4)
+        monkeypatch.setattr(session_numbers, "REBUILD_FACTOR", 1)
+    spec = random_walk_sessions(11, 300, n_items=25, max_len=max_len, steps=(-2, 2))
+    return [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
+
+
 @pytest.mark.parametrize("rebuilds", [False, True])
 def test_votes_stay_exact_while_neighbour_sessions_change(
     rebuilds: bool, monkeypatch: pytest.MonkeyPatch
@@ -297,11 +313,7 @@ def test_votes_stay_exact_while_neighbour_sessions_change(
     # The vote step keeps each neighbour's packed items until its session changes
     # (SessionKNN.session_codes): sessions that grow, are trimmed or are evicted between two
     # scorings must vote with their items of now; with `rebuilds` the numbered view starts over.
-    if rebuilds:
-        monkeypatch.setattr(session_numbers, "MIN_REBUILD", 4)
-        monkeypatch.setattr(session_numbers, "REBUILD_FACTOR", 1)
-    spec = random_walk_sessions(11, 300, n_items=25, max_len=9, steps=(-2, 2))
-    events = [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
+    events = changing_stream(rebuilds, monkeypatch, max_len=9)
     model = SessionKNN(
         max_session_length=4, max_sessions=30, distinct_votes=True, idf_weight=0.5, length_norm=0.0
     )
@@ -311,11 +323,7 @@ def test_votes_stay_exact_while_neighbour_sessions_change(
         if n % 2:
             continue
         context = Context("u", tuple(e.item_id for e in events[max(0, n - 4) : n + 1]), event.ts + 1, "new")
-        expected = reference_knn_scores(model, context)
-        actual = model.knn_scores(context)
-        assert actual.keys() == expected.keys()
-        for item, value in expected.items():
-            assert actual[item] == pytest.approx(value, rel=1e-12), item
+        expected = knn_scores_match_the_reference(model, context)
         checked += bool(expected)
     assert checked > 100
 
@@ -374,11 +382,7 @@ def test_neighbours_stay_exact_while_the_model_learns_and_forgets(
 ) -> None:
     # The neighbour search reads a numbered copy of the index (engine.session_numbers), kept in
     # step by touch and eviction; with `rebuilds` it is also thrown away every few sessions.
-    if rebuilds:
-        monkeypatch.setattr(session_numbers, "MIN_REBUILD", 4)
-        monkeypatch.setattr(session_numbers, "REBUILD_FACTOR", 1)
-    spec = random_walk_sessions(11, 300, n_items=25, max_len=6, steps=(-2, 2))
-    events = [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
+    events = changing_stream(rebuilds, monkeypatch, max_len=6)
     # "evicting": sessions leave the model (30 kept) while item indexes are long (40), and a
     # session keeps 3 items, so an evicted one stays in the index of items trimmed from it;
     # "trimming": short item indexes (6) drop sessions the model still holds. "selective": both

@@ -96,9 +96,6 @@ def test_crash_at_every_commit_step(kafka_settings: KafkaSettings, redis_url: st
             assert pool.terminate(worker) == 0, pool.logs()
         final = pool.start("--until-idle", "--max-seconds", "120")
         assert final.wait(180) == 0, pool.logs()
-        # A worker that is never assigned stops at --max-seconds having read nothing: say so (seen
-        # once: the embedded broker's group did not settle after the rebalance crashes).
-        assert "assigned partitions" in final.text(), f"the last worker was never assigned\n{pool.logs()}"
     finally:
         pool.close()
 
@@ -106,7 +103,9 @@ def test_crash_at_every_commit_step(kafka_settings: KafkaSettings, redis_url: st
         assert report["exit_code"] == 0 and report["ok"], (step, report["mismatches"][:5])
         assert report["records_checked"] > 0, step
     report = verify_cli(env, tmp_path)
-    assert report["ok"] and report["records_checked"] == EVENTS + bad
+    # Fewer records than produced with a clean state: the last worker stopped at --max-seconds
+    # before it read them (seen once: never assigned, the embedded broker's group did not settle).
+    assert report["ok"] and report["records_checked"] == EVENTS + bad, (report["watermarks"], final.text())
     counts = exactly_once(kafka, redis_url)
     # processed + dead-lettered = consumed, each exactly once.
     assert counts.watermarks_at_end and counts.records == EVENTS + bad

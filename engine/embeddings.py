@@ -3,12 +3,10 @@
 A user's vector is a decayed, event-type weighted sum of the vectors of the items they touched:
 ``u <- decay * u + weight(type) * v(item)``. It is updated per event inside the batch delta and
 stored with the version of the space it lives in; when the space changes (a refresh), it is
-rebuilt from the user's recent history in the new space.
+rebuilt from the user's recent history in the new space. An item the space does not hold yet gets
+the weighted mean of its store neighbours' vectors (:func:`vectors_for_new_items`).
 
 >>> import numpy as np
-
-if TYPE_CHECKING:
-    from engine.state.base import StateStore
 >>> space = StaticSpace("v1", {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])})
 >>> vector_from_history(["b", "a"], space, decay=0.5).round(3).tolist()  # most recent first
 [0.5, 1.0]

@@ -192,37 +192,6 @@ class VoteScratch:
         )
 
 
-def gather(
-    parts: list[tuple[np.ndarray, float, int]],
-    stamps: np.ndarray,
-    own: int,
-    sim: np.ndarray,
-    anchor: np.ndarray,
-    mark: np.ndarray,
-    mark_value: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The union of ``(numbers, weight, position)`` parts (see
-    :meth:`engine.session_numbers.SessionNumbers.gather`) without ``own``: numbers, summed
-    weights, anchors (the last part's position) and stamps; :func:`_candidates_many` of one
-    context with room for every candidate. ``mark`` must not hold ``mark_value``."""
-    numbers = parts[0][0] if len(parts) == 1 else np.concatenate([numbers for numbers, _, _ in parts])
-    found = candidates_many(
-        numbers,
-        np.array([len(numbers) for numbers, _, _ in parts], np.int64),
-        np.array([weight for _, weight, _ in parts], np.float64),
-        np.array([position for _, _, position in parts], np.int64),
-        np.array([len(parts)], np.int64),
-        np.array([own], np.int64),
-        stamps,
-        sim,
-        anchor,
-        mark,
-        mark_value,
-        len(numbers),
-    )
-    return found[0], found[1], found[2], found[3]
-
-
 def warm_up() -> float:
     """Compile (or load from numba's cache) every loop now, not on the first poll a worker scores;
     returns the seconds it took (0 without numba)."""
@@ -234,7 +203,20 @@ def warm_up() -> float:
     ones = np.ones(1, np.int64)
     VoteScratch().vote(packed, ones, np.ones(1), ones - 1, ones - 1, np.ones(3), 1, True, 1)
     candidates_many(
-        one, ones, np.ones(1), ones - 1, ones, ones - 2, np.zeros(1), np.zeros(1), ones - 1, ones - 1, 1, 1
+        one,
+        ones - 1,
+        ones,
+        ones - 1,
+        np.ones(1),
+        ones - 1,
+        ones,
+        ones - 2,
+        np.zeros(1),
+        np.zeros(1),
+        ones - 1,
+        ones - 1,
+        1,
+        1,
     )
     best_many(np.ones(1), np.ones(1, np.bool_), np.array([0, 1]), 1)
     merge_add(ones, np.ones(1), ones, np.ones(1))
@@ -242,8 +224,10 @@ def warm_up() -> float:
 
 
 def _candidates_many(
-    numbers: np.ndarray,
-    part_lengths: np.ndarray,
+    arena: np.ndarray,
+    offsets: np.ndarray,
+    sizes: np.ndarray,
+    part_slots: np.ndarray,
     part_weights: np.ndarray,
     part_positions: np.ndarray,
     context_parts: np.ndarray,
@@ -255,31 +239,34 @@ def _candidates_many(
     mark_base: int,
     sample: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The union of each context's parts of ``numbers`` (``context_parts[j]`` parts, each
-    ``part_lengths`` long with one weight and anchor position; see
-    :meth:`engine.session_numbers.SessionNumbers.gather`) without ``owns[j]``, cut to its
-    ``sample`` most recent: flat numbers, summed weights, anchors (the last part's position),
-    stamps and context of the kept candidates, and per context whether sessions tied at the cut
-    outnumber the places left (it then keeps every candidate at least as recent, for ids to
-    decide). Context ``j`` marks with ``mark_base + j``; ``mark`` holds no such value yet."""
-    out_numbers = np.empty(len(numbers), np.int32)
-    out_sim = np.empty(len(numbers))
-    out_anchor = np.empty(len(numbers), np.int64)
-    out_stamps = np.empty(len(numbers))
-    out_context = np.empty(len(numbers), np.int64)
+    """The union of each context's parts (``context_parts[j]`` parts, each the session numbers of
+    an item's slot, ``arena[offsets[slot] : offsets[slot] + sizes[slot]]``, with one weight and
+    anchor position; see :meth:`engine.session_numbers.SessionNumbers.candidates_many`) without
+    ``owns[j]``, cut to its ``sample`` most recent: flat numbers, summed weights, anchors (the last
+    part's position), stamps and context of the kept candidates, and per context whether sessions
+    tied at the cut outnumber the places left (it then keeps every candidate at least as recent,
+    for ids to decide). Context ``j`` marks with ``mark_base + j``; ``mark`` holds no such value yet."""
+    total = 0
+    for part in range(len(part_slots)):
+        total += sizes[part_slots[part]]
+    out_numbers = np.empty(total, np.int32)
+    out_sim = np.empty(total)
+    out_anchor = np.empty(total, np.int64)
+    out_stamps = np.empty(total)
+    out_context = np.empty(total, np.int64)
     tied = np.zeros(len(context_parts), np.bool_)
-    union = np.empty(len(numbers), np.int32)
+    union = np.empty(total, np.int32)
     n_out = 0
     part = 0
-    start = 0
     for j in range(len(context_parts)):
         mark_value = mark_base + j
         n = 0
         for _ in range(context_parts[j]):
             weight = part_weights[part]
             position = part_positions[part]
-            for i in range(start, start + part_lengths[part]):
-                number = numbers[i]
+            start = offsets[part_slots[part]]
+            for i in range(start, start + sizes[part_slots[part]]):
+                number = arena[i]
                 if mark[number] != mark_value:
                     mark[number] = mark_value
                     sim[number] = 0.0
@@ -287,7 +274,6 @@ def _candidates_many(
                     n += 1
                 sim[number] += weight
                 anchor[number] = position
-            start += part_lengths[part]
             part += 1
         m = 0
         for i in range(n):

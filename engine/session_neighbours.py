@@ -37,8 +37,11 @@ def neighbourhoods(model: SessionKNN, contexts: Sequence[Context]) -> list[Neigh
     numbers = model._numbers
     numbers.rebuild_if_outgrown(len(model.session_ts))
     parts = [model.index_parts(context) for context in contexts]
-    found = numbers.candidates_many(parts, [context.session_id for context in contexts], c.sample)
-    chosen, context_of, tied = found
+    every = [part for context_parts in parts for part in context_parts]
+    slots, weights, positions = zip(*every, strict=True) if every else ((), (), ())
+    counts = [len(context_parts) for context_parts in parts]
+    owns = [context.session_id for context in contexts]
+    chosen, context_of, tied = numbers.candidates_many(slots, weights, positions, counts, owns, c.sample)
     if tied.any():
         keep = _break_ties_at_the_cut(numbers, chosen.numbers, chosen.stamps, context_of, tied, c.sample)
         chosen, context_of = chosen.take(keep), context_of[keep]

@@ -9,6 +9,11 @@ an index gains or loses (``touch``, ``_forget``), and an array holds its index a
 session's place goes to the last one). A store-backed reader fills the model before it scores, so
 its view is built after the fill.
 
+The arrays are segments of one arena, an item's segment found by its slot (a small integer), so
+that a search passes the compiled loop slots instead of an array view per item: making a numpy
+view cost more than the rest of an item's share of the search. A segment that fills moves to the
+arena's end with twice the room; the arena is compacted when it is full.
+
 Similarities are summed in a scratch array indexed by number, one item at a time in the order
 the dict version added them (an item's index lists a session once), so every similarity is the
 same float.
@@ -16,8 +21,8 @@ same float.
 >>> numbers = SessionNumbers()
 >>> index = {"a": {"s1": None, "s2": None}, "b": {"s2": None}}
 >>> stamps = {"s1": 10.0, "s2": 20.0}
->>> found = numbers.gather([(numbers.of_item("a", index["a"], stamps), 1.0, 0),
-...                         (numbers.of_item("b", index["b"], stamps), 0.5, 1)], own=None)
+>>> found = numbers.gather([(numbers.slot("a", index["a"], stamps), 1.0, 0),
+...                         (numbers.slot("b", index["b"], stamps), 0.5, 1)], own=None)
 >>> numbers.ids(found.numbers), found.similarities.tolist(), found.anchors.tolist()
 (['s1', 's2'], [1.0, 1.5], [0, 1])
 """
@@ -71,11 +76,20 @@ class SessionNumbers:
         self._number: dict[str, int] = {}
         self._ids: list[str] = []
         self._stamps = np.full(0, -math.inf)
-        # item -> [its sessions' numbers in a buffer with room to grow, how many]
-        self._arrays: dict[str, list] = {}
+        # item -> its slot, for items searched since the view was built (read it, never write it);
+        # the slot's session numbers: _arena[_offset[slot] : _offset[slot] + _size[slot]], with
+        # room for _room[slot]
+        self.slot_of: dict[str, int] = {}
+        self._offset = np.zeros(0, np.int64)
+        self._size = np.zeros(0, np.int64)
+        self._room = np.zeros(0, np.int64)
+        self._arena = np.zeros(0, np.int32)
+        self._slots = 0  # slots handed out (a dropped one is not reused)
+        self._used = 0  # arena entries handed out, to live segments or to ones since moved
+        self._live = 0  # room of the live segments
         self._sim = np.zeros(0)
         self._anchor = np.zeros(0, np.int64)
-        self._slot = np.zeros(0, np.int64)
+        self._where = np.zeros(0, np.int64)
         self._mark = np.zeros(0, np.int64)
         self._searches = 0
 
@@ -90,32 +104,35 @@ class SessionNumbers:
 
     def gained(self, item: str, sid: str) -> None:
         """``sid`` joined the index of ``item`` (stamp it after)."""
-        cached = self._arrays.get(item)
-        if cached is None:
+        slot = self.slot_of.get(item)
+        if slot is None:
             return
         number = self._number.get(sid)
         if number is None:
             number = self._add(sid, -math.inf)
-        buffer, size = cached
-        if size == len(buffer):
-            buffer = cached[0] = np.concatenate([buffer, np.empty(max(8, size), np.int32)])
-        buffer[size] = number
-        cached[1] = size + 1
+        size = int(self._size[slot])
+        if size == self._room[slot]:
+            self._move(slot, max(8, 2 * size))
+        self._arena[self._offset[slot] + size] = number
+        self._size[slot] = size + 1
 
     def lost(self, item: str, sid: str) -> None:
         """``sid`` left the index of ``item``."""
-        cached = self._arrays.get(item)
-        if cached is None:
+        slot = self.slot_of.get(item)
+        if slot is None:
             return
-        buffer, size = cached
+        offset, size = int(self._offset[slot]), int(self._size[slot])
+        segment = self._arena[offset : offset + size]
         number = self._number.get(sid)
-        found = np.flatnonzero(buffer[:size] == number) if number is not None else ()
-        if len(found) != 1:  # not numbered when the array was built: cannot be (build it again)
-            del self._arrays[item]
+        found = np.flatnonzero(segment == number) if number is not None else ()
+        if len(found) != 1:  # not numbered when the segment was built: cannot be (build it again)
+            del self.slot_of[item]
+            self._live -= int(self._room[slot])
+            self._size[slot] = self._room[slot] = 0
             return
         # an index is a set here: the last number takes the leaving one's place
-        buffer[found[0]] = buffer[size - 1]
-        cached[1] = size - 1
+        segment[found[0]] = segment[size - 1]
+        self._size[slot] = size - 1
 
     def rebuild_if_outgrown(self, stamped: int) -> None:
         """Start over once the numbered ids outgrow the ``stamped`` ones (bounds the memory of a
@@ -123,20 +140,62 @@ class SessionNumbers:
         if len(self._ids) > max(MIN_REBUILD, REBUILD_FACTOR * stamped):
             self.clear()
 
-    def of_item(self, item: str, index: Mapping[str, None], stamps: Mapping[str, float]) -> np.ndarray:
-        """``index`` (the item's sessions) as numbers; ``stamps`` gives new numbers their time."""
-        cached = self._arrays.get(item)
-        if cached is not None:
-            return cached[0][: cached[1]]
+    def slot(self, item: str, index: Mapping[str, None], stamps: Mapping[str, float]) -> int:
+        """The slot of ``index`` (the item's sessions), numbered when it has none yet; ``stamps``
+        gives new numbers their time."""
+        slot = self.slot_of.get(item)
+        if slot is not None:
+            return slot
         known = self._number
         if not all(map(known.__contains__, index)):
             for sid in index:
                 if sid not in known:
                     self._add(sid, stamps.get(sid, -math.inf))
-        # int32: the cache holds an entry per (item, session) pair of the index
-        numbers = np.fromiter(map(known.__getitem__, index), np.int32, len(index))
-        self._arrays[item] = [numbers, len(numbers)]
-        return numbers
+        slot = self.slot_of[item] = self._slots
+        self._slots += 1
+        if slot == len(self._offset):
+            grown = max(1024, 2 * slot)
+            self._offset, self._size, self._room = (
+                np.concatenate([array, np.zeros(grown - slot, np.int64)])
+                for array in (self._offset, self._size, self._room)
+            )
+        size = len(index)
+        self._size[slot] = self._room[slot] = 0
+        self._move(slot, max(8, size + size // 4))
+        self._arena[self._offset[slot] : self._offset[slot] + size] = np.fromiter(
+            map(known.__getitem__, index), np.int32, size
+        )
+        self._size[slot] = size
+        return slot
+
+    def sessions(self, slot: int) -> np.ndarray:
+        """The session numbers of a slot (a view: valid until the index next changes)."""
+        offset = self._offset[slot]
+        return self._arena[offset : offset + self._size[slot]]
+
+    def _move(self, slot: int, room: int) -> None:
+        """Give ``slot`` a segment of ``room`` entries at the arena's end, keeping its numbers."""
+        if self._used + room > len(self._arena):
+            self._compact(room)
+        offset, size = int(self._offset[slot]), int(self._size[slot])
+        self._arena[self._used : self._used + size] = self._arena[offset : offset + size]
+        self._live += room - int(self._room[slot])
+        self._offset[slot], self._room[slot] = self._used, room
+        self._used += room
+
+    def _compact(self, wanted: int) -> None:
+        """A new arena with the live segments side by side and room for ``wanted`` more entries
+        and as many again as live ones (so that moves do not compact again soon)."""
+        n = self._slots
+        room = self._room[:n]
+        sizes = self._size[:n]
+        offsets = np.cumsum(room) - room
+        arena = np.empty(max(1024, 2 * (self._live + wanted)), np.int32)
+        within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        arena[np.repeat(offsets, sizes) + within] = self._arena[np.repeat(self._offset[:n], sizes) + within]
+        self._arena = arena
+        self._offset[:n] = offsets
+        self._used = int(room.sum())
 
     def _add(self, sid: str, ts: float) -> int:
         number = self._number[sid] = len(self._ids)
@@ -146,37 +205,32 @@ class SessionNumbers:
             self._stamps = np.concatenate([self._stamps, np.full(size - len(self._stamps), -math.inf)])
             self._sim = np.zeros(size)
             self._anchor = np.zeros(size, np.int64)
-            self._slot = np.zeros(size, np.int64)
+            self._where = np.zeros(size, np.int64)
             self._mark = np.zeros(size, np.int64)
             self._searches = 0
         self._stamps[number] = ts
         return number
 
-    def gather(self, parts: Sequence[tuple[np.ndarray, float, int]], own: str | None) -> Candidates:
-        """The union of ``parts`` (numbers, weight, anchor position), in the order they are given
-        (a later part's position wins the anchor), without the session ``own``."""
+    def gather(self, parts: Sequence[tuple[int, float, int]], own: str | None) -> Candidates:
+        """The union of ``parts`` (an item's slot, weight, anchor position), in the order they are
+        given (a later part's position wins the anchor), without the session ``own``."""
         if not parts:
             return EMPTY
         if self.compiled:
-            self._searches += 1
-            number = self._number.get(own, -1) if own is not None else -1
-            return Candidates(
-                *session_kernels.gather(
-                    parts, self._stamps, number, self._sim, self._anchor, self._mark, self._searches
-                )
-            )
+            slots, weights, positions = zip(*parts, strict=True)
+            found = self.candidates_many(slots, weights, positions, [len(parts)], [own], len(self._ids))
+            return found[0]
         sim, anchor = self._sim, self._anchor
-        for numbers, weight, position in parts:
+        for slot, weight, position in parts:
+            numbers = self.sessions(slot)
             sim[numbers] += weight  # an index lists a session once: no repeated index here
             anchor[numbers] = position
-        union = parts[0][0]
-        if len(parts) > 1:
-            # one position per number: each number's slot ends as one of its positions
-            every = np.concatenate([numbers for numbers, _, _ in parts])
-            positions = np.arange(len(every))
-            slot = self._slot
-            slot[every] = positions
-            union = every[slot[every] == positions]
+        every = np.concatenate([self.sessions(slot) for slot, _, _ in parts])
+        # one position per number: each number's place ends as one of its positions
+        positions = np.arange(len(every))
+        where = self._where
+        where[every] = positions
+        union = every[where[every] == positions]
         found = Candidates(union, sim[union], anchor[union], self._stamps[union])
         sim[union] = 0.0
         number = self._number.get(own) if own is not None else None
@@ -186,25 +240,30 @@ class SessionNumbers:
 
     def candidates_many(
         self,
-        parts: Sequence[Sequence[tuple[np.ndarray, float, int]]],
+        slots: Sequence[int],
+        weights: Sequence[float],
+        positions: Sequence[int],
+        counts: Sequence[int],
         owns: Sequence[str | None],
         sample: int,
     ) -> tuple[Candidates, np.ndarray, np.ndarray]:
-        """:meth:`gather` of each context's ``parts`` (without its session ``owns[j]``), cut to
-        its ``sample`` most recent, compiled: the candidates of all contexts, each one's context,
-        and per context whether ties at the cut are left for ids to break (see
-        :func:`engine.session_kernels.candidates_many`)."""
-        every = [part for context_parts in parts for part in context_parts]
-        numbers = np.concatenate([numbers for numbers, _, _ in every]) if every else np.zeros(0, np.int32)
+        """:meth:`gather` of many contexts, compiled: context ``j``'s parts are the next
+        ``counts[j]`` of (``slots``, ``weights``, ``positions``); its candidates leave out its
+        session ``owns[j]`` and are cut to its ``sample`` most recent. Returns the candidates of
+        all contexts, each one's context, and per context whether ties at the cut are left for ids
+        to break (see :func:`engine.session_kernels.candidates_many`)."""
         base = self._searches + 1
-        self._searches += len(parts)
+        self._searches += len(counts)
+        number = self._number.get
         found = session_kernels.candidates_many(
-            numbers,
-            np.array([len(numbers) for numbers, _, _ in every], np.int64),
-            np.array([weight for _, weight, _ in every], np.float64),
-            np.array([position for _, _, position in every], np.int64),
-            np.array([len(context_parts) for context_parts in parts], np.int64),
-            np.array([self._number.get(own, -1) if own is not None else -1 for own in owns], np.int64),
+            self._arena,
+            self._offset,
+            self._size,
+            np.array(slots, np.int64),
+            np.array(weights, np.float64),
+            np.array(positions, np.int64),
+            np.array(counts, np.int64),
+            np.array([number(own, -1) if own is not None else -1 for own in owns], np.int64),
             self._stamps,
             self._sim,
             self._anchor,

@@ -90,8 +90,32 @@ def gap_weights(config: SessionKNNConfig) -> np.ndarray:
 @lru_cache(maxsize=16)
 def anchor_weights(config: SessionKNNConfig) -> np.ndarray:
     """``exp(-steps / anchor_decay)`` for every anchor distance from the context's end (1 when off)."""
-    decay = config.anchor_decay or math.inf
-    return np.array([math.exp(-step / decay) for step in range(config.max_session_length + 1)])
+    return np.array(decay_weights(config.anchor_decay or math.inf, config.max_session_length + 1))
+
+
+@lru_cache(maxsize=16)
+def position_weights(config: SessionKNNConfig) -> tuple[float, ...]:
+    """``exp(-steps / position_decay)``: the weight of a context item ``steps`` from its end."""
+    return decay_weights(config.position_decay, config.max_session_length)
+
+
+@lru_cache(maxsize=64)
+def decay_weights(decay: float, n: int) -> tuple[float, ...]:
+    """``math.exp(-steps / decay)`` for ``steps = 0 .. n - 1`` (the floats of the expression)."""
+    return tuple(math.exp(-steps / decay) for steps in range(n))
+
+
+def latest_positions(items: Sequence[str]) -> list[tuple[str, int, int]]:
+    """The distinct ``items`` (oldest first) as (item, position of its last occurrence, steps
+    from that to the end), in order of that position.
+
+    >>> latest_positions(["a", "b", "a", "c"])
+    [('b', 1, 2), ('a', 2, 1), ('c', 3, 0)]
+    """
+    last = {item: position for position, item in enumerate(items)}
+    end = len(items) - 1
+    ordered = last.items() if len(last) == len(items) else sorted(last.items(), key=itemgetter(1))
+    return [(item, position, end - position) for item, position in ordered]
 
 
 def neighbour_votes(

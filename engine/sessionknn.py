@@ -65,7 +65,9 @@ from engine.session_votes import (
     EMPTY_NEIGHBOURHOOD,
     Neighbourhood,
     idf_factors,
+    latest_positions,
     neighbour_votes,
+    position_weights,
     ranked_neighbourhood,
     vote_arrays,
 )
@@ -285,22 +287,23 @@ class SessionKNN:
         anchor = dict(zip(ids, shared.anchors.tolist(), strict=True))
         return sim, anchor, self._numbers.ids(chosen.numbers)
 
-    def index_parts(self, context: Context) -> list[tuple[np.ndarray, float, int]]:
-        """The context's items that have sessions, as (their sessions' numbers, weight, position),
-        in order of last occurrence, so that a session's anchor ends as its most recent shared item."""
-        c = self.config
+    def index_parts(self, context: Context) -> list[tuple[int, float, int]]:
+        """The context's items that have sessions (or had, since they were first searched), as
+        (the slot of their sessions in the numbered view, weight, position), in order of last
+        occurrence, so that a session's anchor ends as its most recent shared item."""
         numbers = self._numbers
-        items = context.items[-c.max_session_length :]
-        n = len(items)
-        last_position: dict[str, int] = {}
-        for position, item in enumerate(items):
-            last_position[item] = position
+        slot_of = numbers.slot_of.get
+        index_of = self.item_sessions.get
+        weights = position_weights(self.config)
         parts = []
-        for item, position in sorted(last_position.items(), key=lambda kv: kv[1]):
-            index = self.item_sessions.get(item)
-            if index:
-                weight = math.exp(-(n - 1 - position) / c.position_decay)
-                parts.append((numbers.of_item(item, index, self.session_ts), weight, position))
+        for item, position, steps in latest_positions(context.items[-self.config.max_session_length :]):
+            slot = slot_of(item)
+            if slot is None:
+                index = index_of(item)
+                if not index:
+                    continue
+                slot = numbers.slot(item, index, self.session_ts)
+            parts.append((slot, weights[steps], position))
         return parts
 
     def _candidates(self, context: Context) -> tuple[Candidates, Candidates]:

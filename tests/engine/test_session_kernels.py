@@ -127,7 +127,7 @@ def test_compiled_gather_equals_the_numpy_passes(seed: int) -> None:
         found = [
             numbers.gather(
                 [
-                    (numbers.of_item(item, index[item], stamps), weight, position)
+                    (numbers.slot(item, index[item], stamps), weight, position)
                     for position, (item, weight) in enumerate(zip(items, weights, strict=True))
                 ],
                 own,

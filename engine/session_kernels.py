@@ -13,7 +13,7 @@ and compare them bit for bit.
 >>> import numpy as np
 >>> scratch = VoteScratch()
 >>> votes = scratch.vote(
-...     codes=np.array([0, 1, 1], np.int32), lengths=np.array([2, 1]),
+...     codes=np.array([0, 1, 1], np.int32), starts=np.array([0, 2]), lengths=np.array([2, 1]),
 ...     row_weight=np.array([1.0, 0.5]), anchor_codes=np.array([1, 1]),
 ...     row_owner=np.array([0, 0]), gap=np.array([0.5, 1.0, 0.5]), span=1, distinct=True, n_names=2)
 >>> [array.tolist() for array in votes]
@@ -52,6 +52,7 @@ for _bit in range(64):
 
 def _vote_rows(
     codes: np.ndarray,
+    starts: np.ndarray,
     lengths: np.ndarray,
     row_weight: np.ndarray,
     anchor_codes: np.ndarray,
@@ -66,7 +67,8 @@ def _vote_rows(
     bit_of: np.ndarray,
     mark_base: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Neighbour votes of rows grouped by owner (see :func:`engine.session_votes.vote_arrays`):
+    """Neighbour votes of rows grouped by owner (see :func:`engine.session_votes.vote_arrays`), row
+    ``r`` being the item numbers ``codes[starts[r] : starts[r] + lengths[r]]``:
     ``(owner, item number, vote)`` sorted by owner, then item number. ``score`` and ``voted`` (a
     bit per item number, uint64 words) must be zero (they are left zero); ``row_mark`` must hold no
     value from ``mark_base`` on; ``bit_of`` is :data:`_BIT_OF`.
@@ -85,8 +87,8 @@ def _vote_rows(
     n_out = 0
     first_word = len(voted)  # the owner's words with bits set lie in [first_word, last_word]
     last_word = -1
-    start = 0
     for row in range(len(lengths)):
+        start = starts[row]
         length = lengths[row]
         # the anchor's last occurrence in the row (its first item when absent)
         anchor_at = 0
@@ -120,7 +122,6 @@ def _vote_rows(
             first_word = min(first_word, word)
             last_word = max(last_word, word)
             score[code] += weight * best[code]
-        start += length
         if row + 1 == len(lengths) or row_owner[row + 1] != row_owner[row]:
             for word in range(first_word, last_word + 1):
                 bits = voted[word]
@@ -154,6 +155,7 @@ class VoteScratch:
     def vote(
         self,
         codes: np.ndarray,
+        starts: np.ndarray,
         lengths: np.ndarray,
         row_weight: np.ndarray,
         anchor_codes: np.ndarray,
@@ -164,7 +166,8 @@ class VoteScratch:
         n_names: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(owner, item number, vote)`` of rows of ``codes`` (item numbers below ``n_names``),
-        ``lengths`` long, grouped by ``row_owner``, sorted by owner, then item number."""
+        from ``starts``, ``lengths`` long, grouped by ``row_owner``, sorted by owner, then item
+        number."""
         if n_names > len(self._score):
             size = max(1024, 2 * n_names)
             self._score = np.zeros(size)
@@ -176,6 +179,7 @@ class VoteScratch:
         self._base += len(lengths)
         return _compiled(_vote_rows)(
             codes,
+            starts,
             lengths,
             row_weight,
             anchor_codes,
@@ -199,9 +203,8 @@ def warm_up() -> float:
         return 0.0
     started = time.monotonic()
     one = np.zeros(1, np.int32)
-    packed = np.frombuffer(one.tobytes(), np.int32)  # session items arrive packed: read-only
     ones = np.ones(1, np.int64)
-    VoteScratch().vote(packed, ones, np.ones(1), ones - 1, ones - 1, np.ones(3), 1, True, 1)
+    VoteScratch().vote(one, ones - 1, ones, np.ones(1), ones - 1, ones - 1, np.ones(3), 1, True, 1)
     candidates_many(
         one,
         ones - 1,

@@ -57,13 +57,17 @@ def neighbourhoods(model: SessionKNN, contexts: Sequence[Context]) -> list[Neigh
     all_values = values[best]
     all_sids = numbers.ids(chosen.numbers[best])
     all_anchors = chosen.anchors[best]
+    all_numbers = chosen.numbers[best]
     out = []
     for j in range(len(contexts)):
         lo, hi = best_bounds[j], best_bounds[j + 1]
         if lo == hi:
             out.append(EMPTY_NEIGHBOURHOOD)
         else:
-            out.append(ranked_neighbourhood(all_values[lo:hi], all_sids[lo:hi], all_anchors[lo:hi], c.k))
+            found = ranked_neighbourhood(
+                all_values[lo:hi], all_sids[lo:hi], all_anchors[lo:hi], all_numbers[lo:hi], c.k
+            )
+            out.append(found)
     return out
 
 

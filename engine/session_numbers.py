@@ -30,13 +30,14 @@ same float.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
 
 from engine import session_kernels
+from engine.segments import Segments
 
 # Numbers are never reused while numbered; the view is rebuilt once the numbered ids outgrow the
 # stamped ones by this factor (evicted sessions that some item's index still lists, or gone).
@@ -76,17 +77,14 @@ class SessionNumbers:
         self._number: dict[str, int] = {}
         self._ids: list[str] = []
         self._stamps = np.full(0, -math.inf)
-        # item -> its slot, for items searched since the view was built (read it, never write it);
-        # the slot's session numbers: _arena[_offset[slot] : _offset[slot] + _size[slot]], with
-        # room for _room[slot]
+        # item -> its slot in _index, for items searched since the view was built (read it, never
+        # write it); a slot's segment holds the numbers of the item's sessions
         self.slot_of: dict[str, int] = {}
-        self._offset = np.zeros(0, np.int64)
-        self._size = np.zeros(0, np.int64)
-        self._room = np.zeros(0, np.int64)
-        self._arena = np.zeros(0, np.int32)
-        self._slots = 0  # slots handed out (a dropped one is not reused)
-        self._used = 0  # arena entries handed out, to live segments or to ones since moved
-        self._live = 0  # room of the live segments
+        self._index = Segments()
+        self._slots = 0
+        # by session number: the session's item numbers (the model's rule store numbers), oldest
+        # first, from when it is first a neighbour; kept in step after that
+        self._items = Segments()
         self._sim = np.zeros(0)
         self._anchor = np.zeros(0, np.int64)
         self._where = np.zeros(0, np.int64)
@@ -96,43 +94,48 @@ class SessionNumbers:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def stamp(self, sid: str, ts: float) -> None:
-        """A session's timestamp changed (``-inf``: the model forgot it)."""
+    def touched(self, sid: str, ts: float, code: int, trimmed: bool) -> None:
+        """Session ``sid`` was touched at ``ts``: item number ``code`` joined its end, and with
+        ``trimmed`` its first item left (after ``gained``, if its item's index gained it)."""
+        number = self._number.get(sid)
+        if number is None:
+            return
+        self._stamps[number] = ts
+        items = self._items
+        if items.size[number] >= 0:
+            if trimmed:
+                items.pop_first(number)
+            items.append(number, code)
+
+    def forgot(self, sid: str) -> None:
+        """The model forgot session ``sid``."""
         number = self._number.get(sid)
         if number is not None:
-            self._stamps[number] = ts
+            self._stamps[number] = -math.inf
+            if self._items.size[number] >= 0:
+                self._items.drop(number)
 
     def gained(self, item: str, sid: str) -> None:
-        """``sid`` joined the index of ``item`` (stamp it after)."""
+        """``sid`` joined the index of ``item``."""
         slot = self.slot_of.get(item)
         if slot is None:
             return
         number = self._number.get(sid)
         if number is None:
             number = self._add(sid, -math.inf)
-        size = int(self._size[slot])
-        if size == self._room[slot]:
-            self._move(slot, max(8, 2 * size))
-        self._arena[self._offset[slot] + size] = number
-        self._size[slot] = size + 1
+        self._index.append(slot, number)
 
     def lost(self, item: str, sid: str) -> None:
         """``sid`` left the index of ``item``."""
         slot = self.slot_of.get(item)
         if slot is None:
             return
-        offset, size = int(self._offset[slot]), int(self._size[slot])
-        segment = self._arena[offset : offset + size]
         number = self._number.get(sid)
-        found = np.flatnonzero(segment == number) if number is not None else ()
-        if len(found) != 1:  # not numbered when the segment was built: cannot be (build it again)
-            del self.slot_of[item]
-            self._live -= int(self._room[slot])
-            self._size[slot] = self._room[slot] = 0
-            return
         # an index is a set here: the last number takes the leaving one's place
-        segment[found[0]] = segment[size - 1]
-        self._size[slot] = size - 1
+        if number is None or not self._index.remove(slot, number):
+            # not numbered when the segment was built: cannot be (build it again)
+            del self.slot_of[item]
+            self._index.drop(slot)
 
     def rebuild_if_outgrown(self, stamped: int) -> None:
         """Start over once the numbered ids outgrow the ``stamped`` ones (bounds the memory of a
@@ -151,51 +154,30 @@ class SessionNumbers:
             for sid in index:
                 if sid not in known:
                     self._add(sid, stamps.get(sid, -math.inf))
-        slot = self.slot_of[item] = self._slots
+        slot = self.slot_of[item] = self._slots  # a dropped slot is not reused
         self._slots += 1
-        if slot == len(self._offset):
-            grown = max(1024, 2 * slot)
-            self._offset, self._size, self._room = (
-                np.concatenate([array, np.zeros(grown - slot, np.int64)])
-                for array in (self._offset, self._size, self._room)
-            )
-        size = len(index)
-        self._size[slot] = self._room[slot] = 0
-        self._move(slot, max(8, size + size // 4))
-        self._arena[self._offset[slot] : self._offset[slot] + size] = np.fromiter(
-            map(known.__getitem__, index), np.int32, size
-        )
-        self._size[slot] = size
+        self._index.ensure(self._slots)
+        numbers = np.fromiter(map(known.__getitem__, index), np.int32, len(index))
+        self._index.put(slot, numbers, spare=4 + len(index) // 4)
         return slot
 
     def sessions(self, slot: int) -> np.ndarray:
         """The session numbers of a slot (a view: valid until the index next changes)."""
-        offset = self._offset[slot]
-        return self._arena[offset : offset + self._size[slot]]
+        return self._index.view(slot)
 
-    def _move(self, slot: int, room: int) -> None:
-        """Give ``slot`` a segment of ``room`` entries at the arena's end, keeping its numbers."""
-        if self._used + room > len(self._arena):
-            self._compact(room)
-        offset, size = int(self._offset[slot]), int(self._size[slot])
-        self._arena[self._used : self._used + size] = self._arena[offset : offset + size]
-        self._live += room - int(self._room[slot])
-        self._offset[slot], self._room[slot] = self._used, room
-        self._used += room
-
-    def _compact(self, wanted: int) -> None:
-        """A new arena with the live segments side by side and room for ``wanted`` more entries
-        and as many again as live ones (so that moves do not compact again soon)."""
-        n = self._slots
-        room = self._room[:n]
-        sizes = self._size[:n]
-        offsets = np.cumsum(room) - room
-        arena = np.empty(max(1024, 2 * (self._live + wanted)), np.int32)
-        within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        arena[np.repeat(offsets, sizes) + within] = self._arena[np.repeat(self._offset[:n], sizes) + within]
-        self._arena = arena
-        self._offset[:n] = offsets
-        self._used = int(room.sum())
+    def item_rows(
+        self, numbers: np.ndarray, items_of: Callable[[str], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the items of sessions ``numbers`` lie: (arena, starts, lengths);
+        ``items_of(sid)`` gives the item numbers of a session not yet held."""
+        rows = self._items
+        lengths = rows.size[numbers]
+        missing = lengths < 0
+        if missing.any():
+            for number in np.unique(numbers[missing]).tolist():
+                rows.put(number, items_of(self._ids[number]), spare=4)
+            lengths = rows.size[numbers]
+        return rows.data, rows.offset[numbers], lengths
 
     def _add(self, sid: str, ts: float) -> int:
         number = self._number[sid] = len(self._ids)
@@ -208,6 +190,7 @@ class SessionNumbers:
             self._where = np.zeros(size, np.int64)
             self._mark = np.zeros(size, np.int64)
             self._searches = 0
+            self._items.ensure(size)
         self._stamps[number] = ts
         return number
 
@@ -256,9 +239,9 @@ class SessionNumbers:
         self._searches += len(counts)
         number = self._number.get
         found = session_kernels.candidates_many(
-            self._arena,
-            self._offset,
-            self._size,
+            self._index.data,
+            self._index.offset,
+            self._index.size,
             np.array(slots, np.int64),
             np.array(weights, np.float64),
             np.array(positions, np.int64),

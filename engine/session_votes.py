@@ -27,12 +27,14 @@ if TYPE_CHECKING:
 
 
 class Neighbourhood(NamedTuple):
-    """A context's neighbour sessions, best first, with their similarities and the position in the
-    context of each one's anchor (its most recent shared item)."""
+    """A context's neighbour sessions, best first, with their similarities, the position in the
+    context of each one's anchor (its most recent shared item), and their numbers in the model's
+    numbered view (:mod:`engine.session_numbers`)."""
 
     sids: list[str]
     similarities: np.ndarray  # float64
     anchors: np.ndarray  # int64
+    numbers: np.ndarray  # int32
 
 
 class Votes(NamedTuple):
@@ -43,10 +45,12 @@ class Votes(NamedTuple):
     scores: np.ndarray  # float64
 
 
-EMPTY_NEIGHBOURHOOD = Neighbourhood([], np.zeros(0), np.zeros(0, np.int64))
+EMPTY_NEIGHBOURHOOD = Neighbourhood([], np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int32))
 
 
-def ranked_neighbourhood(values: np.ndarray, sids: list[str], anchors: np.ndarray, k: int) -> Neighbourhood:
+def ranked_neighbourhood(
+    values: np.ndarray, sids: list[str], anchors: np.ndarray, numbers: np.ndarray, k: int
+) -> Neighbourhood:
     """The ``k`` best of parallel candidates, best first by (value, id) as heapq.nlargest would
     order them (ties are common: neighbours seen after the context's own timestamp all get the
     full recency weight; ids are unique, so nothing else decides). One numpy sort by value, then
@@ -54,7 +58,7 @@ def ranked_neighbourhood(values: np.ndarray, sids: list[str], anchors: np.ndarra
     id cost more than the rest of the neighbour choice.
 
     >>> values = np.array([0.5, 2.0, 0.5, 1.0, 0.5])
-    >>> ranked_neighbourhood(values, ["a", "b", "c", "d", "e"], np.arange(5), 4).sids
+    >>> ranked_neighbourhood(values, ["a", "b", "c", "d", "e"], np.arange(5), np.arange(5), 4).sids
     ['b', 'd', 'e', 'c']
     """
     order = np.argsort(-values, kind="stable")
@@ -70,7 +74,7 @@ def ranked_neighbourhood(values: np.ndarray, sids: list[str], anchors: np.ndarra
                 positions[lo:hi] = sorted(positions[lo:hi], key=sids.__getitem__, reverse=True)
             order = np.array(positions, np.int64)
     order = order[:k]
-    return Neighbourhood([sids[i] for i in order.tolist()], values[order], anchors[order])
+    return Neighbourhood([sids[i] for i in order.tolist()], values[order], anchors[order], numbers[order])
 
 
 @lru_cache(maxsize=16)
@@ -170,43 +174,39 @@ def vote_arrays(
     its largest. ``idf``: :func:`idf_factors` of the model as it is (computed here when None)."""
     c = model.config
     numbers = model.rules.numbers
-    cached = model._codes.get
-    packed: list[bytes] = []
-    sims: list[np.ndarray] = []
-    anchor_codes: list[int] = []
+    context_codes: list[int] = []  # every context's item numbers, one context after the other
+    anchor_at: list[np.ndarray] = []  # each row's anchor's place in context_codes
     anchor_steps: list[np.ndarray] = []
-    owners: list[np.ndarray] = []
-    for j, (context, found) in enumerate(zip(contexts, neighbours, strict=True)):
-        if not found.sids:
+    sims: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    counts: list[int] = []
+    for context, found in zip(contexts, neighbours, strict=True):
+        counts.append(len(found.numbers))
+        if not len(found.numbers):
             continue
         items = context.items[-c.max_session_length :]
-        codes_of = list(map(cached, found.sids))
-        if None in codes_of:  # sessions changed since they were last compared
-            codes_of = [
-                codes if codes is not None else model.session_codes(sid)
-                for sid, codes in zip(found.sids, codes_of, strict=True)
-            ]
-        packed.extend(codes_of)
-        sims.append(found.similarities)
+        anchor_at.append(found.anchors + len(context_codes))
         # An anchor item no compared session lists (trimmed from them) may have no number in a
         # store-backed reader's model: -1 matches nothing, as an absent anchor should.
-        anchor_names = map(items.__getitem__, found.anchors.tolist())
-        anchor_codes.extend(map(numbers.get, anchor_names, repeat(-1)))
+        context_codes.extend(map(numbers.get, items, repeat(-1)))
         anchor_steps.append(len(items) - 1 - found.anchors)
-        owners.append(np.full(len(found.sids), j, np.int64))
-    if not packed:
+        sims.append(found.similarities)
+        rows.append(found.numbers)
+    if not rows:
         return Votes(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    n_rows = len(packed)
-    lengths = np.fromiter(map(len, packed), np.int64, n_rows) // 4
+    arena, starts, lengths = model._numbers.item_rows(np.concatenate(rows), model.session_codes)
+    anchor_codes = np.array(context_codes, np.int64)[np.concatenate(anchor_at)]
+    row_owner = np.repeat(np.arange(len(counts)), counts)
     row_weight = np.concatenate(sims) * anchor_weights(c)[np.concatenate(anchor_steps)]
     n_names = len(model.rules.names)
     if model.compiled:
         voted_owner, voted_codes, scores = model.vote_scratch.vote(
-            np.frombuffer(b"".join(packed), np.int32),
+            arena,
+            starts,
             lengths,
             row_weight,
-            np.array(anchor_codes, np.int64),
-            np.concatenate(owners),
+            anchor_codes,
+            row_owner,
             gap_weights(c),
             c.max_session_length,
             c.distinct_votes,
@@ -214,7 +214,7 @@ def vote_arrays(
         )
     else:
         voted_owner, voted_codes, scores = _vote_passes(
-            c, packed, lengths, row_weight, anchor_codes, np.concatenate(owners), n_names
+            c, arena, starts, lengths, row_weight, anchor_codes, row_owner, n_names
         )
     if c.idf_weight:
         # Without ``idf``, per vote: fewer logs than one per catalogue item for a few contexts.
@@ -227,24 +227,26 @@ def vote_arrays(
 
 def _vote_passes(
     c: SessionKNNConfig,
-    packed: list[bytes],
+    arena: np.ndarray,
+    starts: np.ndarray,
     lengths: np.ndarray,
     row_weight: np.ndarray,
-    anchor_codes: list[int],
+    anchor_codes: np.ndarray,
     row_owner: np.ndarray,
     n_names: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The numpy passes of the vote step (what :mod:`engine.session_kernels` compiles):
+    """The numpy passes of the vote step (what :mod:`engine.session_kernels` compiles): row ``r``
+    holds the item numbers ``arena[starts[r] : starts[r] + lengths[r]]``; returns
     ``(owner, item number, vote)`` sorted by owner, then item number."""
-    n_rows = len(packed)
+    n_rows = len(lengths)
     total = int(lengths.sum())
-    codes = np.frombuffer(b"".join(packed), np.int32).astype(np.int64)
     rows = np.repeat(np.arange(n_rows), lengths)
-    starts = np.cumsum(lengths) - lengths
-    positions_in_row = np.arange(total) - starts[rows]
+    first_of_row = np.cumsum(lengths) - lengths  # where each row starts in the flat codes
+    positions_in_row = np.arange(total) - first_of_row[rows]
+    codes = arena[starts[rows] + positions_in_row].astype(np.int64)
     # the anchor's last occurrence in each neighbour (its first item when absent)
-    hit = codes == np.array(anchor_codes)[rows]
-    anchor_at = np.maximum.reduceat(np.where(hit, positions_in_row, 0), starts)
+    hit = codes == anchor_codes[rows]
+    anchor_at = np.maximum.reduceat(np.where(hit, positions_in_row, 0), first_of_row)
     weights = gap_weights(c)[c.max_session_length + positions_in_row - anchor_at[rows]]
     if c.distinct_votes:
         # one vote per (neighbour, item): its strongest occurrence; sorted by neighbour after

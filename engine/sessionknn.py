@@ -146,9 +146,6 @@ class SessionKNN:
         self.trend: dict[str, float] = {}  # forward-decayed counts relative to trend_epoch
         self.trend_epoch: float | None = None
         self.trend_top = 0.0
-        # session -> its items' numbers as packed int32, built when it is first a neighbour and
-        # dropped when the session changes: old sessions are compared again and again.
-        self._codes: dict[str, bytes] = {}
         self._sids: dict[str, str] = {}  # each session id's one string object (see touch)
         self._numbers = SessionNumbers()  # the index by session number, for the neighbour search
         # The compiled loops of engine.session_kernels where numba is installed (same floats as
@@ -191,7 +188,8 @@ class SessionKNN:
         # would otherwise keep one per (item, session) pair. (Not sys.intern: some CPython 3.12
         # releases never free interned strings, and session ids come and go.)
         sid = self._sids.setdefault(sid, sid)
-        item = self.rules.names[self.rules.number(item)]
+        code = self.rules.number(item)
+        item = self.rules.names[code]
         c = self.config
         seq = self.sessions.get(sid)
         if seq is None:
@@ -220,12 +218,11 @@ class SessionKNN:
         else:
             self._numbers.gained(item, sid)
             self.item_count[item] = self.item_count.get(item, 0) + 1
-            number = self.rules.number(item)
-            if number >= len(self.session_counts):
-                grown = np.zeros(max(64, 2 * len(self.session_counts), number + 1))
+            if code >= len(self.session_counts):
+                grown = np.zeros(max(64, 2 * len(self.session_counts), code + 1))
                 grown[: len(self.session_counts)] = self.session_counts
                 self.session_counts = grown
-            self.session_counts[number] += 1.0
+            self.session_counts[code] += 1.0
             while len(index) >= c.max_item_sessions:  # also when the cap was lowered since
                 oldest = next(iter(index))
                 del index[oldest]
@@ -234,22 +231,21 @@ class SessionKNN:
         if item not in seq:
             self.distinct[sid] = self.distinct.get(sid, 0) + 1
         seq.append(item)
-        self._codes.pop(sid, None)
-        if len(seq) > c.max_session_length:
+        trimmed = len(seq) > c.max_session_length
+        if trimmed:
             dropped = seq.pop(0)
             if dropped not in seq:
                 self.distinct[sid] -= 1
         self.session_ts[sid] = ts
-        self._numbers.stamp(sid, ts)
+        self._numbers.touched(sid, ts, code, trimmed)
 
     def _forget(self, sid: str, items: list[str]) -> None:
         """Drop an evicted session, also from the index of every item it still lists, so that the
         index is bounded by ``max_sessions`` x ``max_session_length`` and not by the catalogue
         (a forgotten session never scores anyway: it has neither a timestamp nor a size)."""
         self.session_ts.pop(sid, None)
-        self._numbers.stamp(sid, -math.inf)
+        self._numbers.forgot(sid)
         self.distinct.pop(sid, None)
-        self._codes.pop(sid, None)
         self._sids.pop(sid, None)
         for item in set(items):
             index = self.item_sessions.get(item)
@@ -369,23 +365,16 @@ class SessionKNN:
         if len(values) > c.k:  # the k best, and every session tied with the k-th
             top = np.flatnonzero(values >= np.partition(values, len(values) - c.k)[len(values) - c.k])
             values, kept = values[top], kept.take(top)
-        return ranked_neighbourhood(values, self._numbers.ids(kept.numbers), kept.anchors, c.k)
+        return ranked_neighbourhood(values, self._numbers.ids(kept.numbers), kept.anchors, kept.numbers, c.k)
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""
         return neighbour_votes(self, [context], [self.neighbourhood(context)])[0]
 
-    def session_codes(self, sid: str) -> bytes:
-        """A session's item numbers as packed int32, cached until the session changes: old sessions
-        are compared again and again."""
-        codes = self._codes.get(sid)
-        if codes is None:
-            seq = self.sessions[sid]
-            numbers = self.rules.numbers
-            codes = self._codes[sid] = np.fromiter(
-                map(numbers.__getitem__, seq), np.int32, len(seq)
-            ).tobytes()
-        return codes
+    def session_codes(self, sid: str) -> np.ndarray:
+        """A session's item numbers (int32), oldest first."""
+        seq = self.sessions[sid]
+        return np.fromiter(map(self.rules.numbers.__getitem__, seq), np.int32, len(seq))
 
     def idf_counts(self) -> np.ndarray:
         """Sessions that contained each item, by item number (idf)."""

@@ -26,7 +26,8 @@ def test_the_module_examples_run() -> None:
 
 def random_rows(rng: np.random.Generator, n_owners: int, n_names: int) -> dict:
     """Neighbour rows of a few owners (some with none), with repeated items, anchors that some
-    rows lack (or that have no number: -1) and similarities with ties."""
+    rows lack (or that have no number: -1) and similarities with ties. The rows lie in one arena
+    in another order than theirs, with gaps between them."""
     lengths, owners, anchors = [], [], []
     for owner in range(n_owners):
         if rng.random() < 0.2:
@@ -35,10 +36,15 @@ def random_rows(rng: np.random.Generator, n_owners: int, n_names: int) -> dict:
             lengths.append(int(rng.integers(1, 9)))
             owners.append(owner)
             anchors.append(int(rng.integers(-1, n_names)))
-    codes = rng.integers(0, n_names, int(sum(lengths))).astype(np.int32)
+    starts, end = [0] * len(lengths), 0
+    for row in rng.permutation(len(lengths)).tolist():
+        starts[row] = end + int(rng.integers(0, 3))
+        end = starts[row] + lengths[row]
+    codes = rng.integers(0, n_names, end + 2).astype(np.int32)
     weights = rng.choice([0.25, 0.5, 1.0 / 3.0, 0.7], len(lengths)) * rng.choice([1.0, 0.9], len(lengths))
     return {
         "codes": codes,
+        "starts": np.array(starts, np.int64),
         "lengths": np.array(lengths, np.int64),
         "row_weight": weights,
         "anchor_codes": np.array(anchors, np.int64),
@@ -68,16 +74,13 @@ def votes_both_ways(
     scratch: session_kernels.VoteScratch, config: SessionKNNConfig, rows: dict, n_names: int
 ) -> tuple[tuple, tuple]:
     """The votes of ``rows`` from the compiled kernel and from the numpy passes."""
-    packed, start = [], 0
-    for length in rows["lengths"].tolist():
-        packed.append(rows["codes"][start : start + length].tobytes())
-        start += length
     expected = session_votes._vote_passes(
         config,
-        packed,
+        rows["codes"],
+        rows["starts"],
         rows["lengths"],
         rows["row_weight"],
-        rows["anchor_codes"].tolist(),
+        rows["anchor_codes"],
         rows["row_owner"],
         n_names,
     )
@@ -100,6 +103,7 @@ def test_votes_come_back_in_item_order_across_word_edges(distinct: bool) -> None
     row_codes = [[63, 0, 64, 127], [128, 63, 255], [299, 191, 192], [1]]
     rows = {
         "codes": np.array([code for codes in row_codes for code in codes], np.int32),
+        "starts": np.array([0, 4, 7, 10], np.int64),
         "lengths": np.array([len(codes) for codes in row_codes], np.int64),
         "row_weight": np.array([1.0, 0.5, 0.25, 2.0]),
         "anchor_codes": np.array([127, 63, 5, 1], np.int64),

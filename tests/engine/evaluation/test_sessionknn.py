@@ -296,24 +296,31 @@ def test_vectorised_votes_equal_the_plain_definition(overrides: dict) -> None:
         assert scores == pytest.approx(model.scores(context), rel=1e-12)
 
 
-def changing_stream(rebuilds: bool, monkeypatch: pytest.MonkeyPatch, max_len: int) -> list[Event]:
+def changing_stream(
+    rebuilds: bool, monkeypatch: pytest.MonkeyPatch, max_len: int, id_cycle: int | None = None
+) -> list[Event]:
     """300 clicks of random-walk sessions over 25 items, ten a second; with ``rebuilds`` the
-    model's numbered view of its index (engine.session_numbers) starts over every few sessions."""
+    model's numbered view of its index (engine.session_numbers) starts over every few sessions;
+    with ``id_cycle``, session ids come back after that many sessions."""
     if rebuilds:
         monkeypatch.setattr(session_numbers, "MIN_REBUILD", 4)
         monkeypatch.setattr(session_numbers, "REBUILD_FACTOR", 1)
     spec = random_walk_sessions(11, 300, n_items=25, max_len=max_len, steps=(-2, 2))
+    if id_cycle:
+        spec = [(f"s{int(s[1:]) % id_cycle}", i) for s, i in spec]
     return [click(n, s, i, T0 + n // 10) for n, (s, i) in enumerate(spec)]
 
 
+@pytest.mark.parametrize("id_cycle", [None, 37])
 @pytest.mark.parametrize("rebuilds", [False, True])
 def test_votes_stay_exact_while_neighbour_sessions_change(
-    rebuilds: bool, monkeypatch: pytest.MonkeyPatch
+    rebuilds: bool, id_cycle: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The vote step keeps each neighbour's packed items until its session changes
-    # (SessionKNN.session_codes): sessions that grow, are trimmed or are evicted between two
-    # scorings must vote with their items of now; with `rebuilds` the numbered view starts over.
-    events = changing_stream(rebuilds, monkeypatch, max_len=9)
+    # The vote step keeps each neighbour's item numbers (engine.session_numbers) and follows its
+    # session's changes: sessions that grow, are trimmed or are evicted between two scorings must
+    # vote with their items of now; with `rebuilds` the numbered view starts over, with
+    # `id_cycle` an evicted session's id comes back (30 sessions kept) as a new session.
+    events = changing_stream(rebuilds, monkeypatch, max_len=9, id_cycle=id_cycle)
     model = SessionKNN(
         max_session_length=4, max_sessions=30, distinct_votes=True, idf_weight=0.5, length_norm=0.0
     )

@@ -26,7 +26,7 @@ import multiprocessing
 import signal
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -159,7 +159,11 @@ class ProcessScorer:
     # -- plumbing -------------------------------------------------------------------------------
 
     def _alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
+        # The sentinel is ready once the child's exit has closed its files, which can come
+        # before the exit is reported to waitpid (is_alive): a child killed a moment ago has
+        # already closed its end of the pipe while is_alive still says True.
+        process = self._process
+        return process is not None and process.is_alive() and not wait([process.sentinel], 0)
 
     def _start_if_needed(self) -> None:
         if self._alive():

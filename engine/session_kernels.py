@@ -45,6 +45,7 @@ def _compiled(function: Any) -> Any:
 # De Bruijn multiplier for 64-bit words: (lowest set bit x this) >> 58 is unique per bit, so a
 # 64-entry table turns it into the bit's index (numba has no count-trailing-zeros).
 _DE_BRUIJN = 0x03F79D71B4CB0A89
+_NO_FACTOR = np.zeros(0)
 _BIT_OF = np.zeros(64, np.int64)
 for _bit in range(64):
     _BIT_OF[((1 << _bit) * _DE_BRUIJN % (1 << 64)) >> 58] = _bit
@@ -66,12 +67,15 @@ def _vote_rows(
     voted: np.ndarray,
     bit_of: np.ndarray,
     mark_base: int,
+    factor: np.ndarray,
+    normalise: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Neighbour votes of rows grouped by owner (see :func:`engine.session_votes.vote_arrays`), row
     ``r`` being the item numbers ``codes[starts[r] : starts[r] + lengths[r]]``:
     ``(owner, item number, vote)`` sorted by owner, then item number. ``score`` and ``voted`` (a
     bit per item number, uint64 words) must be zero (they are left zero); ``row_mark`` must hold no
-    value from ``mark_base`` on; ``bit_of`` is :data:`_BIT_OF`.
+    value from ``mark_base`` on; ``bit_of`` is :data:`_BIT_OF`. Each vote is then multiplied by
+    its item's ``factor`` (unless empty) and, with ``normalise``, divided by its owner's largest.
 
     An owner's voted items are read back in item order from its bits, word by word: sorting them
     (~2,000 an owner at a mature state) cost more than the votes themselves."""
@@ -123,6 +127,8 @@ def _vote_rows(
             last_word = max(last_word, word)
             score[code] += weight * best[code]
         if row + 1 == len(lengths) or row_owner[row + 1] != row_owner[row]:
+            owner_start = n_out
+            top = -np.inf
             for word in range(first_word, last_word + 1):
                 bits = voted[word]
                 if bits == 0:
@@ -133,10 +139,22 @@ def _vote_rows(
                     code = word * 64 + bit_of[(lowest * multiplier) >> np.uint64(58)]
                     out_owner[n_out] = row_owner[row]
                     out_code[n_out] = code
-                    out_score[n_out] = score[code]
+                    value = score[code]
+                    if len(factor):
+                        value = value * factor[code]
+                    out_score[n_out] = value
+                    top = max(top, value)
                     score[code] = 0.0
                     n_out += 1
                     bits ^= lowest
+            if normalise:  # as numpy divides (numba's division by zero raises instead)
+                for i in range(owner_start, n_out):
+                    if top != 0.0:
+                        out_score[i] = out_score[i] / top
+                    elif out_score[i] != 0.0:
+                        out_score[i] = np.inf if out_score[i] > 0.0 else -np.inf
+                    else:
+                        out_score[i] = np.nan
             first_word, last_word = len(voted), -1
     return out_owner[:n_out], out_code[:n_out], out_score[:n_out]
 
@@ -164,10 +182,13 @@ class VoteScratch:
         span: int,
         distinct: bool,
         n_names: int,
+        factor: np.ndarray | None = None,
+        normalise: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(owner, item number, vote)`` of rows of ``codes`` (item numbers below ``n_names``),
         from ``starts``, ``lengths`` long, grouped by ``row_owner``, sorted by owner, then item
-        number."""
+        number; each vote times its item's ``factor`` and, with ``normalise``, over its owner's
+        largest."""
         if n_names > len(self._score):
             size = max(1024, 2 * n_names)
             self._score = np.zeros(size)
@@ -193,6 +214,8 @@ class VoteScratch:
             self._voted,
             _BIT_OF,
             base,
+            _NO_FACTOR if factor is None else factor,
+            normalise,
         )
 
 

@@ -199,6 +199,8 @@ def vote_arrays(
     row_owner = np.repeat(np.arange(len(counts)), counts)
     row_weight = np.concatenate(sims) * anchor_weights(c)[np.concatenate(anchor_steps)]
     n_names = len(model.rules.names)
+    # The compiled loop also applies the idf factors and the division, when it has every factor.
+    in_loop = model.compiled and (idf is not None or not c.idf_weight)
     if model.compiled:
         voted_owner, voted_codes, scores = model.vote_scratch.vote(
             arena,
@@ -211,16 +213,18 @@ def vote_arrays(
             c.max_session_length,
             c.distinct_votes,
             n_names,
+            factor=idf if in_loop and c.idf_weight else None,
+            normalise=in_loop and normalise,
         )
     else:
         voted_owner, voted_codes, scores = _vote_passes(
             c, arena, starts, lengths, row_weight, anchor_codes, row_owner, n_names
         )
-    if c.idf_weight:
+    if c.idf_weight and not in_loop:
         # Without ``idf``, per vote: fewer logs than one per catalogue item for a few contexts.
         # Either way each item's factor is computed alike, so the floats are the same.
         scores = scores * (idf[voted_codes] if idf is not None else idf_factors(model, voted_codes))
-    if normalise and len(scores):
+    if normalise and not in_loop and len(scores):
         scores = scores / group_max(voted_owner, scores)
     return Votes(voted_owner, voted_codes, scores)
 

@@ -13,7 +13,7 @@ from engine import session_kernels, session_numbers, session_votes
 from engine.evaluation.base import Context
 from engine.events import Event
 from engine.session_blend import Shortlist
-from engine.sessionknn import PRESETS, SessionKNN, SessionKNNConfig
+from engine.sessionknn import PRESETS, VOTE_CHUNK, SessionKNN, SessionKNNConfig
 
 pytestmark = pytest.mark.skipif(not session_kernels.AVAILABLE, reason="numba is not installed")
 
@@ -68,6 +68,35 @@ def test_compiled_votes_equal_the_numpy_passes(distinct: bool, seed: int) -> Non
             actual, expected = votes_both_ways(scratch, config, rows, n_names)
             for got, want in zip(actual, expected, strict=True):
                 assert got.tolist() == want.tolist()  # bit for bit, not approximately
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_votes_with_factors_and_division_equal_the_numpy_passes(seed: int) -> None:
+    # The kernel can also multiply each vote by its item's idf factor and divide each owner's by
+    # its largest: the same floats as numpy doing both after it, also where an owner's votes are
+    # all zero (numpy's 0 / 0: nan, where numba's division would raise).
+    rng = np.random.default_rng(seed)
+    config = SessionKNNConfig(max_session_length=8, item_decay=2.5, distinct_votes=bool(seed % 2))
+    n_names = 500
+    rows = random_rows(rng, n_owners=9, n_names=n_names)
+    rows["row_weight"][rows["row_owner"] == rows["row_owner"][0]] = 0.0
+    factor = 1.0 + 0.5 * np.log(1000.0 / rng.integers(1, 1000, n_names))
+    owners, codes, scores = votes_both_ways(session_kernels.VoteScratch(), config, rows, n_names)[1]
+    with np.errstate(invalid="ignore"):
+        scores = scores * factor[codes]
+        expected = scores / session_votes.group_max(owners, scores)
+    actual = session_kernels.VoteScratch().vote(
+        **rows,
+        gap=session_votes.gap_weights(config),
+        span=config.max_session_length,
+        distinct=config.distinct_votes,
+        n_names=n_names,
+        factor=factor,
+        normalise=True,
+    )
+    assert np.isnan(expected).any()
+    assert actual[0].tolist() == owners.tolist() and actual[1].tolist() == codes.tolist()
+    np.testing.assert_array_equal(actual[2], expected)  # bit for bit; nan where numpy has nan
 
 
 def votes_both_ways(
@@ -199,3 +228,11 @@ def test_a_compiled_model_scores_exactly_like_the_numpy_one(config: SessionKNNCo
         assert compiled.scores_many(contexts) == plain.scores_many(contexts)
         shortlist = Shortlist([3] * len(contexts), [("i1",)] * len(contexts), ("i2",))
         assert compiled.scores_many(contexts, shortlist) == plain.scores_many(contexts, shortlist)
+    # Many contexts in one call: several chunks, the idf factors computed once for all of them.
+    contexts = [
+        Context(sid, tuple(items), events[-1].ts + delay, sid)
+        for delay in (0, 3_600, 86_400)
+        for sid, items in compiled.sessions.items()
+    ]
+    assert len(contexts) > 2 * VOTE_CHUNK
+    assert compiled.scores_many(contexts) == plain.scores_many(contexts)

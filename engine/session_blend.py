@@ -29,7 +29,7 @@ import numpy as np
 
 from engine import session_kernels
 from engine.evaluation.base import Context
-from engine.session_votes import as_dicts, group_max
+from engine.session_votes import as_dicts, decay_weights, group_max, latest_positions
 
 if TYPE_CHECKING:
     from engine.session_votes import Votes
@@ -78,14 +78,12 @@ def blend_many(
     reminder_codes: list[int] = []
     reminder_values: list[float] = []
     if c.reminder_weight:
+        weights = decay_weights(c.reminder_decay, c.max_session_length)
         for j, context in enumerate(contexts):
-            items = context.items[-c.max_session_length :]
-            last = len(items) - 1
-            latest = {item: position for position, item in enumerate(items)}
-            for item, position in latest.items():
+            for item, _, steps in latest_positions(context.items[-c.max_session_length :]):
                 reminder_owner.append(j)
                 reminder_codes.append(code_of(item))
-                reminder_values.append(c.reminder_weight * math.exp(-(last - position) / c.reminder_decay))
+                reminder_values.append(c.reminder_weight * weights[steps])
     width = n_known + len(extra)  # key = context * width + item number
 
     # Added in this order: each key's neighbour vote, then its rule vote, then its reminder.

@@ -1,9 +1,12 @@
 """Sequential-rule weights ``source item -> target item``, stored so that many rows add up fast.
 
-Each row is a pair of growable numpy arrays (target numbers, weights) with a dict from target to
-slot, so adding a rule is O(1) and summing the rows of the 30 most recent items of a user is a few
-vectorised adds instead of tens of thousands of dict updates. A row keeps its ``max_rules``
-strongest targets once it holds twice that many (ties: the earlier-seen target stays).
+The rows live in a :class:`~engine.rule_table.RuleTable`: one arena of (target number, weight)
+arrays and a hash table from ``(source, target)`` to a rule's place, so that adding a rule is
+O(1) in a compiled loop and summing the rows of the 30 most recent items of a user is a few
+vectorised adds. Rules are buffered as numbers and added in order, a batch at a time, before
+anything reads the rows (a touch adds ten; a call per rule cost more than the adding). A row keeps
+its ``max_rules`` strongest targets once it holds twice that many (ties: the earlier-seen target
+stays).
 
 >>> rules = RuleStore(max_rules=10)
 >>> rules.add("a", "b", 1.0); rules.add("a", "c", 0.5); rules.add("a", "b", 1.0)
@@ -22,6 +25,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from engine.rule_table import ROWS, RuleTable
+from engine.session_kernels import AVAILABLE
+
+# Rules buffered before they are added: a touch adds ten, a poll of 2,000 events ~20,000.
+FLUSH_AT = 32_768
+
 
 @lru_cache(maxsize=8)
 def rule_weights(steps: int, power: float) -> tuple[float, ...]:
@@ -29,58 +38,24 @@ def rule_weights(steps: int, power: float) -> tuple[float, ...]:
     return tuple(distance**-power for distance in range(1, steps + 1))
 
 
-class _Row:
-    __slots__ = ("slots", "targets", "weights", "size", "top")
-
-    def __init__(self) -> None:
-        self.slots: dict[int, int] = {}
-        self.targets = np.zeros(8, dtype=np.int64)
-        self.weights = np.zeros(8)
-        self.size = 0
-        self.top = 0.0
-
-    def add(self, target: int, weight: float) -> None:
-        slot = self.slots.get(target)
-        if slot is None:
-            slot = self.size
-            if slot == len(self.targets):
-                self.targets = np.concatenate([self.targets, np.zeros_like(self.targets)])
-                self.weights = np.concatenate([self.weights, np.zeros_like(self.weights)])
-            self.targets[slot] = target
-            self.slots[target] = slot
-            self.size += 1
-            value = weight
-        else:
-            value = float(self.weights[slot]) + weight
-        self.weights[slot] = value
-        if value > self.top:
-            self.top = value
-
-    def keep_strongest(self, keep: int) -> None:
-        n = self.size
-        # strongest first; among equal weights the earlier slot (earlier-seen target) first
-        order = np.lexsort((np.arange(n), -self.weights[:n]))[:keep]
-        order.sort()  # keep the slots' relative order
-        self.targets = self.targets[order].copy()
-        self.weights = self.weights[order].copy()
-        self.size = len(order)
-        self.slots = {int(t): s for s, t in enumerate(self.targets.tolist())}
-        # the strongest rule is never dropped, so ``top`` stays right
-
-
 class RuleStore:
-    """Rows of ``source -> {target: weight}``, items numbered in order of first appearance."""
+    """Rows of ``source -> {target: weight}``, items numbered in order of first appearance;
+    ``compiled``: add with the compiled loops (numba), the same rows."""
 
-    def __init__(self, max_rules: int = 500) -> None:
+    def __init__(self, max_rules: int = 500, compiled: bool = AVAILABLE) -> None:
         if max_rules < 1:
             raise ValueError("max_rules must be at least 1")
         self.max_rules = max_rules
         self.numbers: dict[str, int] = {}
         self.names: list[str] = []
-        self.rows: dict[int, _Row] = {}
+        self._table = RuleTable.empty(compiled)
+        self._sources: list[int] = []  # the buffered rules, in order
+        self._targets: list[int] = []
+        self._weights: list[float] = []
 
     def __len__(self) -> int:
-        return len(self.rows)
+        """Sources with a row."""
+        return int(self._rows().counts[ROWS])
 
     def number(self, item: str) -> int:
         number = self.numbers.get(item)
@@ -90,44 +65,54 @@ class RuleStore:
         return number
 
     def add(self, source: str, target: str, weight: float) -> None:
-        s, t = self.number(source), self.number(target)
-        row = self.rows.get(s)
-        if row is None:
-            row = self.rows[s] = _Row()
-        row.add(t, weight)
-        if row.size > 2 * self.max_rules:
-            row.keep_strongest(self.max_rules)
+        self._sources.append(self.number(source))
+        self._targets.append(self.number(target))
+        self._weights.append(weight)
+        if len(self._sources) >= FLUSH_AT:
+            self._rows()
 
     def add_many(self, sources: Sequence[str], target: str, weights: Sequence[float]) -> None:
         """:meth:`add` of ``(source, target, weight)`` for each source and its weight, in order
         (one call for a touch's rules: they share their target, which is numbered first)."""
-        number, rows, cap = self.number, self.rows, 2 * self.max_rules
-        t = number(target)
-        for source, weight in zip(sources, weights, strict=False):
-            s = number(source)
-            row = rows.get(s)
-            if row is None:
-                row = rows[s] = _Row()
-            row.add(t, weight)
-            if row.size > cap:
-                row.keep_strongest(self.max_rules)
+        t = self.number(target)
+        numbers = [*map(self.number, sources[: len(weights)])]
+        self._sources += numbers
+        self._targets += [t] * len(numbers)
+        self._weights += weights[: len(numbers)]
+        if len(self._sources) >= FLUSH_AT:
+            self._rows()
+
+    def _rows(self) -> RuleTable:
+        """The table with every buffered rule added."""
+        table = self._table
+        if self._sources:
+            sources = np.array(self._sources, np.int64)
+            targets = np.array(self._targets, np.int64)
+            weights = np.array(self._weights, np.float64)
+            self._sources, self._targets, self._weights = [], [], []
+            table.fit(len(self.names), len(sources))
+            table.add(sources, targets, weights, self.max_rules)
+        return table
+
+    def row_size(self, source: str) -> int:
+        """How many rules row ``source`` holds (0 for an unknown source)."""
+        return len(self.row(source))
 
     def row(self, source: str) -> dict[str, float]:
         """A copy of one row as a dict (empty for an unknown source)."""
         number = self.numbers.get(source)
-        row = self.rows.get(number) if number is not None else None
-        if row is None:
+        if number is None:
             return {}
+        targets, weights = self._rows().row(number)
         names = self.names
-        return {
-            names[t]: w
-            for t, w in zip(row.targets[: row.size].tolist(), row.weights[: row.size].tolist(), strict=True)
-        }
+        return {names[t]: w for t, w in zip(targets, weights, strict=True)}
 
     def top(self, source: str) -> float:
         number = self.numbers.get(source)
-        row = self.rows.get(number) if number is not None else None
-        return row.top if row is not None else 0.0
+        table = self._rows()
+        if number is None or number >= len(table.size) or table.size[number] < 0:
+            return 0.0
+        return float(table.top[number])
 
     def votes(
         self,
@@ -150,20 +135,27 @@ class RuleStore:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`votes` of each of many source lists at once, as arrays sorted by list, then target:
         (list position, target number, vote)."""
+        table = self._rows()
+        numbers, n_rows = self.numbers, len(table.size)
+        offsets, sizes, tops = table.offset, table.size, table.top
+        arena_targets, arena_weights = table.targets, table.weights
         targets: list[np.ndarray] = []
         weights: list[np.ndarray] = []
         owners: list[np.ndarray] = []
         for j, some in enumerate(sources):
             for source, weight in some:
-                number = self.numbers.get(source)
-                row = self.rows.get(number) if number is not None else None
-                if row is None or not row.size:
+                number = numbers.get(source)
+                if number is None or number >= n_rows:
                     continue
-                if row_norm and row.top > 0:
-                    weight = weight / row.top
-                targets.append(row.targets[: row.size])
-                weights.append(weight * row.weights[: row.size])
-                owners.append(np.full(row.size, j, np.int64))
+                size = int(sizes[number])
+                if size <= 0:
+                    continue
+                if row_norm and tops[number] > 0:
+                    weight = weight / float(tops[number])
+                start = int(offsets[number])
+                targets.append(arena_targets[start : start + size])
+                weights.append(weight * arena_weights[start : start + size])
+                owners.append(np.full(size, j, np.int64))
         if not targets:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         # Sparse: only the rows' targets, not an array over every item (a row has ~hundreds of

@@ -35,7 +35,7 @@ AVAILABLE = importlib.util.find_spec("numba") is not None
 
 
 @functools.cache
-def _compiled(function: Any) -> Any:
+def compiled_loop(function: Any) -> Any:
     """``function`` compiled, on first use (``cache=True``: once per machine, not per process)."""
     from numba import njit
 
@@ -198,7 +198,7 @@ class VoteScratch:
             self._base = 0
         base = self._base
         self._base += len(lengths)
-        return _compiled(_vote_rows)(
+        return compiled_loop(_vote_rows)(
             codes,
             starts,
             lengths,
@@ -246,6 +246,9 @@ def warm_up() -> float:
     )
     best_many(np.ones(1), np.ones(1, np.bool_), np.array([0, 1]), 1)
     merge_add(ones, np.ones(1), ones, np.ones(1))
+    from engine import rule_table  # imports this module
+
+    rule_table.warm_up()
     return time.monotonic() - started
 
 
@@ -340,7 +343,7 @@ def _candidates_many(
 
 def candidates_many(*args: Any) -> tuple[np.ndarray, ...]:
     """:func:`_candidates_many`, compiled."""
-    return _compiled(_candidates_many)(*args)
+    return compiled_loop(_candidates_many)(*args)
 
 
 def _best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
@@ -372,7 +375,7 @@ def _best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int)
 
 def best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
     """:func:`_best_many`, compiled."""
-    return _compiled(_best_many)(values, held, bounds, k)
+    return compiled_loop(_best_many)(values, held, bounds, k)
 
 
 def _merge_add(
@@ -402,4 +405,4 @@ def merge_add(
     keys: np.ndarray, values: np.ndarray, more_keys: np.ndarray, more_values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_merge_add`, compiled."""
-    return _compiled(_merge_add)(keys, values, more_keys, more_values)
+    return compiled_loop(_merge_add)(keys, values, more_keys, more_values)

@@ -130,7 +130,7 @@ def test_memory_stays_bounded() -> None:
     assert set(model.session_ts) == set(model.sessions) and set(model.distinct) == set(model.sessions)
     assert all(len(seq) <= 4 for seq in model.sessions.values())
     assert all(len(index) <= 5 for index in model.item_sessions.values())
-    assert all(row.size <= 6 for row in model.rules.rows.values())  # trimmed to 3 once over 2 x 3
+    assert all(model.rules.row_size(item) <= 6 for item in model.rules.names)  # trimmed to 3 once over 2 x 3
     for sid, seq in model.sessions.items():
         assert model.distinct[sid] == len(set(seq))
     ranked = model.recommend(Context("q", ("i3",), events[-1].ts, "q"), 5)

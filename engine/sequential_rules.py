@@ -75,7 +75,11 @@ class RuleStore:
         """:meth:`add` of ``(source, target, weight)`` for each source and its weight, in order
         (one call for a touch's rules: they share their target, which is numbered first)."""
         t = self.number(target)
-        numbers = [*map(self.number, sources[: len(weights)])]
+        some = sources[: len(weights)]
+        try:  # a model's sources are items it has numbered already
+            numbers = [*map(self.numbers.__getitem__, some)]
+        except KeyError:
+            numbers = [*map(self.number, some)]
         self._sources += numbers
         self._targets += [t] * len(numbers)
         self._weights += weights[: len(numbers)]

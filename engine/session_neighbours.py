@@ -20,15 +20,17 @@ import numpy as np
 
 from engine import session_kernels
 from engine.evaluation.base import Context
-from engine.session_votes import EMPTY_NEIGHBOURHOOD, Neighbourhood, ranked_neighbourhood
+from engine.session_votes import Neighbourhood, ranked_neighbourhoods
 
 if TYPE_CHECKING:
     from engine.session_numbers import SessionNumbers
     from engine.sessionknn import SessionKNN
 
 
-def neighbourhoods(model: SessionKNN, contexts: Sequence[Context]) -> list[Neighbourhood]:
-    """:meth:`SessionKNN.neighbourhood` of each context."""
+def neighbourhoods(
+    model: SessionKNN, contexts: Sequence[Context], with_ids: bool = True
+) -> list[Neighbourhood]:
+    """:meth:`SessionKNN.neighbourhood` of each context (``sids`` None without ``with_ids``)."""
     c = model.config
     # The compiled path tells held sessions by their timestamps and needs no sizes: the presets'
     # case. A store-backed reader, or a length norm, takes the per-context path.
@@ -53,22 +55,16 @@ def neighbourhoods(model: SessionKNN, contexts: Sequence[Context]) -> list[Neigh
         values = values * 0.5 ** (np.maximum(0.0, now - seen) / c.recency_half_life_s)
     bounds = np.searchsorted(context_of, np.arange(len(contexts) + 1))
     best = session_kernels.best_many(values, chosen.stamps > -math.inf, bounds, c.k)
-    best_bounds = np.searchsorted(context_of[best], np.arange(len(contexts) + 1)).tolist()
-    all_values = values[best]
-    all_sids = numbers.ids(chosen.numbers[best])
-    all_anchors = chosen.anchors[best]
-    all_numbers = chosen.numbers[best]
-    out = []
-    for j in range(len(contexts)):
-        lo, hi = best_bounds[j], best_bounds[j + 1]
-        if lo == hi:
-            out.append(EMPTY_NEIGHBOURHOOD)
-        else:
-            found = ranked_neighbourhood(
-                all_values[lo:hi], all_sids[lo:hi], all_anchors[lo:hi], all_numbers[lo:hi], c.k
-            )
-            out.append(found)
-    return out
+    return ranked_neighbourhoods(
+        values[best],
+        chosen.anchors[best],
+        chosen.numbers[best],
+        context_of[best],
+        len(contexts),
+        c.k,
+        numbers.ids,
+        with_ids,
+    )
 
 
 def _break_ties_at_the_cut(

@@ -12,7 +12,7 @@ in neighbour order, as a plain loop over the neighbours would add them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import repeat
 from operator import itemgetter
@@ -31,7 +31,7 @@ class Neighbourhood(NamedTuple):
     context of each one's anchor (its most recent shared item), and their numbers in the model's
     numbered view (:mod:`engine.session_numbers`)."""
 
-    sids: list[str]
+    sids: list[str] | None  # None where the caller did not ask for them
     similarities: np.ndarray  # float64
     anchors: np.ndarray  # int64
     numbers: np.ndarray  # int32
@@ -48,33 +48,67 @@ class Votes(NamedTuple):
 EMPTY_NEIGHBOURHOOD = Neighbourhood([], np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int32))
 
 
-def ranked_neighbourhood(
-    values: np.ndarray, sids: list[str], anchors: np.ndarray, numbers: np.ndarray, k: int
-) -> Neighbourhood:
-    """The ``k`` best of parallel candidates, best first by (value, id) as heapq.nlargest would
-    order them (ties are common: neighbours seen after the context's own timestamp all get the
-    full recency weight; ids are unique, so nothing else decides). One numpy sort by value, then
-    ids compared only within runs of equal values that reach the first ``k``: sorting by every
-    id cost more than the rest of the neighbour choice.
+def ranked_neighbourhoods(
+    values: np.ndarray,
+    anchors: np.ndarray,
+    numbers: np.ndarray,
+    context_of: np.ndarray,
+    n_contexts: int,
+    k: int,
+    ids_of: Callable[[np.ndarray], list[str]],
+    with_ids: bool = True,
+) -> list[Neighbourhood]:
+    """Each context's ``k`` best of parallel candidates (grouped by ``context_of``, ascending),
+    best first by (value, id) as heapq.nlargest would order them. Ties are common (neighbours
+    seen after the context's own timestamp all get the full recency weight) and ids are unique,
+    so nothing else decides: one numpy sort by context and value for the whole chunk, then ids
+    (``ids_of(numbers)``) compared only within runs of equal values that reach a context's first
+    ``k``: sorting by every id cost more than the rest of the neighbour choice. Without
+    ``with_ids`` the neighbourhoods' ``sids`` are None (the vote step reads numbers).
 
-    >>> values = np.array([0.5, 2.0, 0.5, 1.0, 0.5])
-    >>> ranked_neighbourhood(values, ["a", "b", "c", "d", "e"], np.arange(5), np.arange(5), 4).sids
-    ['b', 'd', 'e', 'c']
+    >>> values = np.array([0.5, 2.0, 0.5, 1.0, 0.5, 3.0])
+    >>> ids = np.array(["a", "b", "c", "d", "e", "f"])
+    >>> found = ranked_neighbourhoods(values, np.arange(6), np.arange(6), np.array([0, 0, 0, 0, 0, 1]), 2, 4,
+    ...                               lambda numbers: ids[numbers].tolist())
+    >>> [one.sids for one in found]
+    [['b', 'd', 'e', 'c'], ['f']]
     """
-    order = np.argsort(-values, kind="stable")
+    order = np.lexsort((-values, context_of))  # stable: a context's equal values keep their order
+    bounds = np.searchsorted(context_of, np.arange(n_contexts + 1))
+    rank = np.arange(len(order)) - bounds[context_of]  # sorted by context already: context_of[order]
     ranked = values[order]
-    same = ranked[1:] == ranked[:-1]
+    same = (ranked[1:] == ranked[:-1]) & (context_of[1:] == context_of[:-1])
     if same.any():
         starts = np.flatnonzero(np.concatenate(([True], ~same)))
         ends = np.append(starts[1:], len(ranked))
-        tied = np.flatnonzero((ends - starts > 1) & (starts < k))
+        tied = np.flatnonzero((ends - starts > 1) & (rank[starts] < k))
         if len(tied):
             positions = order.tolist()
-            for lo, hi in zip(starts[tied].tolist(), ends[tied].tolist(), strict=True):
-                positions[lo:hi] = sorted(positions[lo:hi], key=sids.__getitem__, reverse=True)
+            runs = list(zip(starts[tied].tolist(), ends[tied].tolist(), strict=True))
+            members = [p for lo, hi in runs for p in positions[lo:hi]]
+            id_of = dict(zip(members, ids_of(numbers[members]), strict=True))
+            for lo, hi in runs:
+                positions[lo:hi] = sorted(positions[lo:hi], key=id_of.__getitem__, reverse=True)
             order = np.array(positions, np.int64)
-    order = order[:k]
-    return Neighbourhood([sids[i] for i in order.tolist()], values[order], anchors[order], numbers[order])
+    order = order[rank < k]
+    kept_bounds = np.searchsorted(context_of[order], np.arange(n_contexts + 1)).tolist()
+    kept_values, kept_anchors, kept_numbers = values[order], anchors[order], numbers[order]
+    sids = ids_of(kept_numbers) if with_ids else None
+    out = []
+    for j in range(n_contexts):
+        lo, hi = kept_bounds[j], kept_bounds[j + 1]
+        if lo == hi:
+            out.append(EMPTY_NEIGHBOURHOOD)
+        else:
+            out.append(
+                Neighbourhood(
+                    sids[lo:hi] if sids is not None else None,
+                    kept_values[lo:hi],
+                    kept_anchors[lo:hi],
+                    kept_numbers[lo:hi],
+                )
+            )
+    return out
 
 
 @lru_cache(maxsize=16)

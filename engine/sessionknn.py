@@ -68,7 +68,7 @@ from engine.session_votes import (
     latest_positions,
     neighbour_votes,
     position_weights,
-    ranked_neighbourhood,
+    ranked_neighbourhoods,
     vote_arrays,
 )
 
@@ -365,7 +365,8 @@ class SessionKNN:
         if len(values) > c.k:  # the k best, and every session tied with the k-th
             top = np.flatnonzero(values >= np.partition(values, len(values) - c.k)[len(values) - c.k])
             values, kept = values[top], kept.take(top)
-        return ranked_neighbourhood(values, self._numbers.ids(kept.numbers), kept.anchors, kept.numbers, c.k)
+        alone = np.zeros(len(values), np.int64)
+        return ranked_neighbourhoods(values, kept.anchors, kept.numbers, alone, 1, c.k, self._numbers.ids)[0]
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""
@@ -401,7 +402,7 @@ class SessionKNN:
             chunk = contexts[start : start + VOTE_CHUNK]
             knn = None
             if c.k > 0:
-                found = neighbourhoods(self, chunk)
+                found = neighbourhoods(self, chunk, with_ids=False)
                 knn = vote_arrays(self, chunk, found, normalise=True, idf=idf)
             sources = [sr_sources(c, context.items) for context in chunk] if c.sr_weight > 0 else []
             part = None

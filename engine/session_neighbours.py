@@ -55,13 +55,15 @@ def neighbourhoods(
         values = values * 0.5 ** (np.maximum(0.0, now - seen) / c.recency_half_life_s)
     bounds = np.searchsorted(context_of, np.arange(len(contexts) + 1))
     best = session_kernels.best_many(values, chosen.stamps > -math.inf, bounds, c.k)
+    kept = chosen.numbers[best]
     return ranked_neighbourhoods(
         values[best],
         chosen.anchors[best],
-        chosen.numbers[best],
+        kept,
         context_of[best],
         len(contexts),
         c.k,
+        numbers.keys(kept),
         numbers.ids,
         with_ids,
     )

@@ -45,6 +45,21 @@ REBUILD_FACTOR = 2
 MIN_REBUILD = 65_536
 
 
+def id_key(sid: str) -> tuple[int, int]:
+    """The first 16 bytes of ``sid`` in UTF-8 (zero-padded), as two big-endian 64-bit integers:
+    ids in string order have keys in the same order, or equal ones (UTF-8 keeps code point order
+    bytewise; an id and the same id with trailing NULs tie), so ids need comparing only where
+    keys are equal.
+
+    >>> [id_key(sid) < id_key(other) for sid, other in [("a", "b"), ("s10", "s9"), ("é", "z")]]
+    [True, True, False]
+    >>> id_key("session-00000001") < id_key("session-00000002"), id_key("a") == id_key("a\\0")
+    (True, True)
+    """
+    head = sid.encode("utf-8", "surrogatepass")[:16].ljust(16, b"\0")
+    return int.from_bytes(head[:8], "big"), int.from_bytes(head[8:], "big")
+
+
 class Candidates(NamedTuple):
     """Sessions sharing items with a context: numbers (in no set order), summed similarity, the position
     in the context of the most recent shared item (the anchor), and last timestamps."""
@@ -77,6 +92,7 @@ class SessionNumbers:
         self._number: dict[str, int] = {}
         self._ids: list[str] = []
         self._stamps = np.full(0, -math.inf)
+        self._keys = np.zeros((0, 2), np.uint64)  # by number: id_key of its session id
         # item -> its slot in _index, for items searched since the view was built (read it, never
         # write it); a slot's segment holds the numbers of the item's sessions
         self.slot_of: dict[str, int] = {}
@@ -185,6 +201,7 @@ class SessionNumbers:
         if number >= len(self._stamps):
             size = max(1024, 2 * len(self._stamps))
             self._stamps = np.concatenate([self._stamps, np.full(size - len(self._stamps), -math.inf)])
+            self._keys = np.concatenate([self._keys, np.zeros((size - len(self._keys), 2), np.uint64)])
             self._sim = np.zeros(size)
             self._anchor = np.zeros(size, np.int64)
             self._where = np.zeros(size, np.int64)
@@ -192,6 +209,7 @@ class SessionNumbers:
             self._searches = 0
             self._items.ensure(size)
         self._stamps[number] = ts
+        self._keys[number] = id_key(sid)
         return number
 
     def gather(self, parts: Sequence[tuple[int, float, int]], own: str | None) -> Candidates:
@@ -255,6 +273,10 @@ class SessionNumbers:
             sample,
         )
         return Candidates(*found[:4]), found[4], found[5]
+
+    def keys(self, numbers: np.ndarray) -> np.ndarray:
+        """The :func:`id_key` of the session ids of ``numbers`` (uint64, two columns)."""
+        return self._keys[numbers]
 
     def ids(self, numbers: np.ndarray) -> list[str]:
         """The session ids of ``numbers``."""

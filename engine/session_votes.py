@@ -55,30 +55,46 @@ def ranked_neighbourhoods(
     context_of: np.ndarray,
     n_contexts: int,
     k: int,
+    keys: np.ndarray,
     ids_of: Callable[[np.ndarray], list[str]],
     with_ids: bool = True,
 ) -> list[Neighbourhood]:
     """Each context's ``k`` best of parallel candidates (grouped by ``context_of``, ascending),
     best first by (value, id) as heapq.nlargest would order them. Ties are common (neighbours
-    seen after the context's own timestamp all get the full recency weight) and ids are unique,
-    so nothing else decides: one numpy sort by context and value for the whole chunk, then ids
-    (``ids_of(numbers)``) compared only within runs of equal values that reach a context's first
-    ``k``: sorting by every id cost more than the rest of the neighbour choice. Without
-    ``with_ids`` the neighbourhoods' ``sids`` are None (the vote step reads numbers).
+    seen after the context's own timestamp all get the full recency weight, and many share one
+    item and so their similarity) and ids are unique, so nothing else decides. One numpy sort by
+    context, value and ``keys`` (:func:`engine.session_numbers.id_key` of the ids, two columns) ranks the
+    whole chunk; the ids themselves (``ids_of(numbers)``) are compared only where keys are equal
+    too. Without ``with_ids`` the neighbourhoods' ``sids`` are None (the vote step reads numbers).
 
-    >>> values = np.array([0.5, 2.0, 0.5, 1.0, 0.5, 3.0])
-    >>> ids = np.array(["a", "b", "c", "d", "e", "f"])
-    >>> found = ranked_neighbourhoods(values, np.arange(6), np.arange(6), np.array([0, 0, 0, 0, 0, 1]), 2, 4,
-    ...                               lambda numbers: ids[numbers].tolist())
+    >>> from engine.session_numbers import id_key
+    >>> values = np.array([0.5, 2.0, 0.5, 1.0, 0.5, 3.0, 0.5])
+    >>> ids = np.array(["a", "b", "c", "d", "session-00000002", "f", "session-00000001"])
+    >>> keys = np.array([id_key(sid) for sid in ids], np.uint64)
+    >>> found = ranked_neighbourhoods(values, np.arange(7), np.arange(7), np.array([0, 0, 0, 0, 0, 1, 0]),
+    ...                               2, 5, keys, lambda numbers: ids[numbers].tolist())
+    Traceback (most recent call last):
+    ...
+    ValueError: context_of must be ascending
+    >>> order = np.array([0, 1, 2, 3, 4, 6, 5])
+    >>> found = ranked_neighbourhoods(values[order], order, order, np.array([0, 0, 0, 0, 0, 0, 1]),
+    ...                               2, 5, keys[order], lambda numbers: ids[numbers].tolist())
     >>> [one.sids for one in found]
-    [['b', 'd', 'e', 'c'], ['f']]
+    [['b', 'd', 'session-00000002', 'session-00000001', 'c'], ['f']]
     """
-    order = np.lexsort((-values, context_of))  # stable: a context's equal values keep their order
+    if len(context_of) > 1 and (context_of[1:] < context_of[:-1]).any():
+        raise ValueError("context_of must be ascending")
+    # lexsort is stable: entries equal in all three keep their order, and are sorted by id below
+    order = np.lexsort((~keys[:, 1], ~keys[:, 0], -values, context_of))
     bounds = np.searchsorted(context_of, np.arange(n_contexts + 1))
-    rank = np.arange(len(order)) - bounds[context_of]  # sorted by context already: context_of[order]
-    ranked = values[order]
-    same = (ranked[1:] == ranked[:-1]) & (context_of[1:] == context_of[:-1])
-    if same.any():
+    rank = np.arange(len(order)) - bounds[context_of]  # context_of[order] is context_of
+    ranked, ranked_keys = values[order], keys[order]
+    same = (
+        (ranked[1:] == ranked[:-1])
+        & (ranked_keys[1:] == ranked_keys[:-1]).all(axis=1)
+        & (context_of[1:] == context_of[:-1])
+    )
+    if same.any():  # ids that share their first 16 bytes
         starts = np.flatnonzero(np.concatenate(([True], ~same)))
         ends = np.append(starts[1:], len(ranked))
         tied = np.flatnonzero((ends - starts > 1) & (rank[starts] < k))

@@ -366,7 +366,10 @@ class SessionKNN:
             top = np.flatnonzero(values >= np.partition(values, len(values) - c.k)[len(values) - c.k])
             values, kept = values[top], kept.take(top)
         alone = np.zeros(len(values), np.int64)
-        return ranked_neighbourhoods(values, kept.anchors, kept.numbers, alone, 1, c.k, self._numbers.ids)[0]
+        keys = self._numbers.keys(kept.numbers)
+        return ranked_neighbourhoods(
+            values, kept.anchors, kept.numbers, alone, 1, c.k, keys, self._numbers.ids
+        )[0]
 
     def knn_scores(self, context: Context) -> dict[str, float]:
         """The neighbours' votes per item (not normalised)."""

@@ -66,6 +66,8 @@ def test_without_ids_the_order_is_the_same() -> None:
     keys = np.array([id_key(sid) for sid in ids], np.uint64).reshape(-1, 2)
     args = (values, np.zeros(4, np.int64), np.arange(4), np.zeros(4, np.int64), 1, 3, keys)
     with_ids = ranked_neighbourhoods(*args, lambda chosen: [ids[i] for i in chosen.tolist()])[0]
-    without = ranked_neighbourhoods(*args, lambda chosen: [ids[i] for i in chosen.tolist()], with_ids=False)[0]
+    without = ranked_neighbourhoods(*args, lambda chosen: [ids[i] for i in chosen.tolist()], with_ids=False)[
+        0
+    ]
     assert with_ids.sids == ["x", "customer-session-3", "customer-session-2"]
     assert without.sids is None and without.numbers.tolist() == with_ids.numbers.tolist() == [3, 1, 2]

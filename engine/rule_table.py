@@ -6,7 +6,8 @@ a rule at a mature state, mostly cache misses across scattered objects).
 Rows: the targets of source ``s`` (item numbers) are ``targets[offset[s] : offset[s] + size[s]]``,
 in order of first sight, their weights the same slice of ``weights``, with room for ``room[s]``
 entries; ``size[s]`` is -1 for a source without a row, and ``top[s]`` is its largest weight. A row
-that fills moves to the arena's end with twice the room; the caller compacts a full arena.
+that fills moves to the arena's end with twice the room (at most what a row holds before its trim);
+the caller compacts a full arena into one with half as much room again as the rows hold.
 
 Table: open addressing with linear probing over a power-of-two number of entries; ``keys[h]`` is
 ``source << 31 | target`` (-1: free) and ``slots[h]`` the rule's place within its row, so that a
@@ -14,7 +15,8 @@ row that moves keeps its entries. Removal shifts the entries after it back (no t
 hash uses products that stay below 2**63, so the plain-Python loops (without numba) hash alike.
 
 ``counts`` holds :data:`USED` (arena entries handed out), :data:`LIVE` (the rows' room),
-:data:`FILLED` (table entries) and :data:`ROWS`.
+:data:`FILLED` (table entries) and :data:`ROWS`. Without numba the same loops run as plain Python
+over numpy scalars: the same rows, many times slower (numba is a dependency; this is a fallback).
 
 >>> import numpy as np
 >>> table = RuleTable.empty()
@@ -80,7 +82,7 @@ def _add_rules(
         else:
             n = max(size[s], 0)
             if n == room[s]:
-                grown = max(8, 2 * n)
+                grown = min(max(8, 2 * n), cap + 1)  # a row never holds more than cap + 1
                 used = counts[USED]
                 if used + grown > len(targets):
                     return i, -1
@@ -251,8 +253,8 @@ class RuleTable:
             self.room = np.concatenate([self.room, np.zeros(more, np.int64)])
             self.top = np.concatenate([self.top, np.zeros(more)])
         wanted = 2 * (int(self.counts[FILLED]) + more_rules)
-        if wanted > len(self.keys):
-            capacity = 1 << max(10, (2 * wanted - 1).bit_length())
+        if wanted > len(self.keys):  # doubled at least: a load of a quarter to a half
+            capacity = 1 << max(10, (wanted - 1).bit_length())
             self.keys = np.full(capacity, -1, np.int64)
             self.slots = np.zeros(capacity, np.int32)
             _loops(self.compiled)[2](self.offset, self.size, self.targets, self.keys, self.slots)
@@ -293,9 +295,10 @@ class RuleTable:
                 continue
             if start == len(sources):
                 return
-            # room for the row that has to move, and as much again as the live rows hold
-            wanted = max(8, 2 * int(self.size[sources[start]]))
-            length = max(1024, 2 * (int(self.counts[LIVE]) + wanted))
+            # room for the row that has to move, and half as much again as the live rows hold
+            wanted = min(max(8, 2 * int(self.size[sources[start]])), 2 * keep + 1)
+            live = int(self.counts[LIVE]) + wanted
+            length = max(1024, live + live // 2)
             targets, weights = np.zeros(length, np.int32), np.zeros(length)
             used = compact(self.offset, self.size, self.room, self.targets, self.weights, targets, weights)
             self.targets, self.weights = targets, weights

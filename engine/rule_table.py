@@ -245,6 +245,8 @@ class RuleTable:
     def fit(self, n_sources: int, more_rules: int) -> None:
         """Make sources ``0 .. n_sources - 1`` valid and leave the table room for ``more_rules``
         new rules at a load of at most a half."""
+        if n_sources > _LOW + 1:  # a key holds a source and a target in 31 bits each
+            raise OverflowError(f"the rule table numbers at most 2**31 items, not {n_sources:,}")
         have = len(self.size)
         if n_sources > have:
             more = max(1024, 2 * have, n_sources) - have

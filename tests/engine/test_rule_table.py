@@ -138,3 +138,5 @@ def test_the_hash_stays_below_the_int64_range() -> None:
     largest = (1 << 31) - 1
     assert largest * 0x9E3779B1 < 2**63 and largest * 0x85EBCA77 < 2**63
     assert rule_table._LOW == largest
+    with pytest.raises(OverflowError):
+        RuleTable.empty().fit(largest + 2, 0)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.segments import extended, key_capacity
 from engine.session_kernels import AVAILABLE, compiled_loop
 
 USED, LIVE, FILLED, ROWS = range(4)
@@ -207,7 +208,7 @@ _LOOPS = (_add_rules, _trim, _rehash, _compact)
 
 
 def _loops(compiled: bool) -> tuple:
-    """The loops, compiled (:func:`engine.session_kernels.compiled`) or as plain Python."""
+    """The loops, compiled (:func:`engine.session_kernels.compiled_loop`) or as plain Python."""
     return tuple(map(compiled_loop, _LOOPS)) if compiled else _LOOPS
 
 
@@ -247,13 +248,12 @@ class RuleTable:
         new rules at a load of at most a half."""
         if n_sources > _LOW + 1:  # a key holds a source and a target in 31 bits each
             raise OverflowError(f"the rule table numbers at most 2**31 items, not {n_sources:,}")
-        have = len(self.size)
-        if n_sources > have:
-            more = max(1024, 2 * have, n_sources) - have
-            self.offset = np.concatenate([self.offset, np.zeros(more, np.int64)])
-            self.size = np.concatenate([self.size, np.full(more, -1, np.int64)])
-            self.room = np.concatenate([self.room, np.zeros(more, np.int64)])
-            self.top = np.concatenate([self.top, np.zeros(more)])
+        if n_sources > len(self.size):
+            length = key_capacity(len(self.size), n_sources)
+            self.offset = extended(self.offset, length)
+            self.size = extended(self.size, length, -1)
+            self.room = extended(self.room, length)
+            self.top = extended(self.top, length)
         wanted = 2 * (int(self.counts[FILLED]) + more_rules)
         if wanted > len(self.keys):  # doubled at least: a load of a quarter to a half
             capacity = 1 << max(10, (wanted - 1).bit_length())

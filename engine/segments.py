@@ -22,6 +22,18 @@ from collections.abc import Iterable
 import numpy as np
 
 
+def key_capacity(have: int, wanted: int) -> int:
+    """How many keys arrays of ``have`` entries grow to, to hold ``wanted``: doubled at least,
+    so that growing key by key costs amortised O(1)."""
+    return max(1024, 2 * have, wanted)
+
+
+def extended(array: np.ndarray, length: int, fill: float = 0) -> np.ndarray:
+    """``array`` followed by ``fill`` up to ``length`` entries (along its first axis)."""
+    more = np.full((length - len(array), *array.shape[1:]), fill, array.dtype)
+    return np.concatenate([array, more])
+
+
 class Segments:
     """int32 segments by key: ``data[offset[key] : offset[key] + size[key]]``, with room for
     ``room[key]`` entries; ``size[key]`` is -1 for a key without a segment."""
@@ -36,12 +48,11 @@ class Segments:
 
     def ensure(self, n_keys: int) -> None:
         """Make keys ``0 .. n_keys - 1`` valid (new ones without a segment)."""
-        have = len(self.size)
-        if n_keys > have:
-            more = max(1024, 2 * have, n_keys) - have
-            self.offset = np.concatenate([self.offset, np.zeros(more, np.int64)])
-            self.size = np.concatenate([self.size, np.full(more, -1, np.int64)])
-            self.room = np.concatenate([self.room, np.zeros(more, np.int64)])
+        if n_keys > len(self.size):
+            length = key_capacity(len(self.size), n_keys)
+            self.offset = extended(self.offset, length)
+            self.size = extended(self.size, length, -1)
+            self.room = extended(self.room, length)
 
     def put(self, key: int, values: np.ndarray | Iterable[int], spare: int = 0) -> None:
         """Give ``key`` a segment holding ``values``, with room for ``spare`` more."""

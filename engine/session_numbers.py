@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine import session_kernels
-from engine.segments import Segments
+from engine.segments import Segments, extended, key_capacity
 
 # Numbers are never reused while numbered; the view is rebuilt once the numbered ids outgrow the
 # stamped ones by this factor (evicted sessions that some item's index still lists, or gone).
@@ -199,9 +199,9 @@ class SessionNumbers:
         number = self._number[sid] = len(self._ids)
         self._ids.append(sid)
         if number >= len(self._stamps):
-            size = max(1024, 2 * len(self._stamps))
-            self._stamps = np.concatenate([self._stamps, np.full(size - len(self._stamps), -math.inf)])
-            self._keys = np.concatenate([self._keys, np.zeros((size - len(self._keys), 2), np.uint64)])
+            size = key_capacity(len(self._stamps), number + 1)
+            self._stamps = extended(self._stamps, size, -math.inf)
+            self._keys = extended(self._keys, size)
             self._sim = np.zeros(size)
             self._anchor = np.zeros(size, np.int64)
             self._where = np.zeros(size, np.int64)

@@ -75,6 +75,7 @@ def test_rules_match_dicts_through_moves_compactions_growth_and_trims(compiled: 
         assert table_rows(table) == rows, batch
         assert_table_consistent(table)
     assert int(table.counts[ROWS]) == len(rows)
+    assert table.room.max() <= 2 * keep + 1  # a row grows to what it holds before a trim, no more
     for source, row in rows.items():
         assert table.top[source] == max(row.values())
     # the run went through what it is meant to test

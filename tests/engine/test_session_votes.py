@@ -60,6 +60,12 @@ def test_ranking_matches_nlargest_by_value_then_id(seed: int) -> None:
         assert one.anchors.tolist() == [10 * i for _, _, i in expected]
 
 
+def test_contexts_must_come_grouped_in_order() -> None:
+    args = (np.ones(3), np.zeros(3, np.int64), np.arange(3), np.array([0, 1, 0]), 2, 5)
+    with pytest.raises(ValueError, match="ascending"):
+        ranked_neighbourhoods(*args, np.zeros((3, 2), np.uint64), lambda chosen: ["x"] * len(chosen))
+
+
 def test_without_ids_the_order_is_the_same() -> None:
     values = np.array([1.0, 1.0, 1.0, 2.0])
     ids = ["customer-session-1", "customer-session-3", "customer-session-2", "x"]

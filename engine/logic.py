@@ -19,6 +19,7 @@ state with it, so there is one definition of what an event does to the state.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +43,53 @@ class UserState:
     session_last_ts: float | None = None
     vector: np.ndarray | None = None  # the user's embedding, in space `vector_version`
     vector_version: str | None = None
+    # The whole stored dedup window (event id -> ts), loaded only when the batch could push out of
+    # it an id that the batch checks (see window_needed); ``seen`` alone decides otherwise.
+    window: dict[str, float] | None = None
+
+
+def window_needed(found: bool, event_ids: Sequence[str], stored: int, size: int) -> bool:
+    """Whether a user's batch needs the whole stored dedup window: some of its ``event_ids`` are
+    in the window (``found``) or repeat within the batch, and the window (``stored`` ids, at most
+    ``size`` kept) could overflow while the batch is applied, so that an id checked later in the
+    batch may have left it by then. (The Redis store's read script decides the same way.)"""
+    if stored + len(event_ids) <= size:
+        return False
+    return found or len(set(event_ids)) < len(event_ids)
+
+
+class DedupWindow:
+    """A user's dedup window while a batch is applied: the ``size`` newest ids by (ts, id), as the
+    stores keep them, updated after every applied event, so that an event is a duplicate exactly
+    when it would be with the batch cut anywhere else.
+
+    >>> window = DedupWindow({"e1": 1.0, "e2": 2.0}, size=2)
+    >>> window.add("e3", 3.0)
+    >>> "e1" in window, "e2" in window
+    (False, True)
+    """
+
+    def __init__(self, stored: Mapping[str, float], size: int) -> None:
+        self.size = size
+        self._ts = dict(stored)
+        # str order is the UTF-8 byte order the stores rank ties by (engine.state.base.keep_strongest)
+        self._heap = [(ts, event_id) for event_id, ts in self._ts.items()]
+        heapq.heapify(self._heap)
+        self._trim()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ts
+
+    def add(self, event_id: str, ts: float) -> None:
+        """An applied event (whose id is not in the window)."""
+        self._ts[event_id] = ts
+        heapq.heappush(self._heap, (ts, event_id))
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._ts) > self.size:
+            _, event_id = heapq.heappop(self._heap)
+            del self._ts[event_id]
 
 
 @dataclass(slots=True)
@@ -127,6 +175,7 @@ def compute_delta(
     delta.popularity_epoch = epoch
 
     working: dict[str, UserState] = {}
+    windows: dict[str, DedupWindow] = {}  # users whose batch may push checked ids out of the window
     session_model = settings.session_model
     item_vectors = space.vectors({e.item_id for _, e in records}) if space is not None else {}
     # no earlier item is paired when the rows are not kept (EngineSettings.cooccurrence_rows)
@@ -144,16 +193,25 @@ def compute_delta(
             state = working[user] = UserState(
                 list(prior.history), set(prior.seen), prior.session_id, prior.session_last_ts
             )
+            if prior.window is not None:
+                windows[user] = DedupWindow(prior.window, settings.dedup_window)
             if space is not None:
                 if prior.vector is not None and prior.vector_version == space.version:
                     state.vector = prior.vector
                 else:  # first event in this space: start from the history
                     state.vector = vector_from_history(prior.history, space, settings.user_vector_decay)
                 state.vector_version = space.version
-        if event.event_id in state.seen:
-            delta.duplicates += 1
-            continue
-        state.seen.add(event.event_id)
+        dedup = windows.get(user) if windows else None
+        if dedup is not None:
+            if event.event_id in dedup:
+                delta.duplicates += 1
+                continue
+            dedup.add(event.event_id, event.ts)
+        else:
+            if event.event_id in state.seen:
+                delta.duplicates += 1
+                continue
+            state.seen.add(event.event_id)
         delta.applied += 1
         delta.seen.setdefault(user, []).append((event.event_id, event.ts))
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from engine.config import EngineSettings
 from engine.errors import WatermarkConflict
 from engine.evaluation.base import Context
-from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights
+from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights, window_needed
 from engine.sessionknn import SessionKNN, preset_for_engine
 from engine.state.base import (
     PartitionSnapshot,
@@ -43,16 +43,20 @@ class MemoryStore:
         part = self._parts[partition]
         users: dict[str, UserState] = {}
         for user, event_ids in wanted.items():
+            event_ids = list(event_ids)
             session = part.sessions.get(user)
             seen = part.seen.get(user, {})
+            found = {eid for eid in event_ids if eid in seen}
             vector, version = part.user_vectors.get(user, (None, None))
+            needed = window_needed(bool(found), event_ids, len(seen), self.settings.dedup_window)
             users[user] = UserState(
                 list(part.history.get(user, [])),
-                {eid for eid in event_ids if eid in seen},
+                found,
                 session[0] if session else None,
                 session[1] if session else None,
                 vector,
                 version,
+                dict(seen) if needed else None,
             )
         return PartitionMeta(part.watermark, part.popularity_epoch), users
 

@@ -5,8 +5,11 @@
 -- KEYS[1]: the partition's meta hash (routes the call: every key read shares its {p} slot).
 -- ARGV[1]: a JSON array of strings (one argument: the client packs it far faster than one
 --          argument per value): base, mode, then
---   'load'     per user: user, n, then n event ids  -> meta (watermark, popularity epoch), then
---              per user: history, session (id, ts), vector (v, ver), seen scores (when n > 0)
+--   'load'     dedup window size, then per user: user, n, then n event ids  -> meta (watermark,
+--              popularity epoch), then per user: history, session (id, ts), vector (v, ver), and
+--              when n > 0 the ids' seen scores, then the whole seen window as 'W', id, score, ...
+--              where the batch could push a checked id out of it (engine.logic.window_needed),
+--              else an empty array
 --   'profiles' users                                 -> per user: history, purchased, vector, session
 --   'recs'     users                                 -> as 'profiles', then each user's recs digest
 local ARGV = cjson.decode(ARGV[1])
@@ -18,7 +21,8 @@ local n = 0
 if mode == 'load' then
   n = 1
   out[1] = call('HMGET', KEYS[1], 'watermark', 'popularity_epoch')
-  local i = 3
+  local window = tonumber(ARGV[3])
+  local i = 4
   while i <= #ARGV do
     local user = ARGV[i]
     local count = tonumber(ARGV[i + 1])
@@ -35,6 +39,24 @@ if mode == 'load' then
       end
       n = n + 1
       out[n] = scores
+      -- found: an id already seen; repeated: an id twice in this batch
+      local found, repeated, ids = false, false, {}
+      for k = 1, count do
+        if scores[k] then found = true end
+        local id = ARGV[i + 1 + k]
+        if ids[id] then repeated = true end
+        ids[id] = true
+      end
+      local whole = {}
+      if found or repeated then
+        local stored = call('ZCARD', key)
+        if stored + count > window then
+          whole = call('ZRANGE', key, 0, -1, 'WITHSCORES')
+          table.insert(whole, 1, 'W')
+        end
+      end
+      n = n + 1
+      out[n] = whole
     end
     i = i + 2 + count
   end

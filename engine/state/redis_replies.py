@@ -53,9 +53,13 @@ def parse_load(
         session_id, session_ts = next(replies)
         vector, version = user_vector(next(replies))
         seen: set[str] = set()
+        window: dict[str, float] | None = None
         if event_ids:
             scores = next(replies)
             seen = {eid for eid, score in zip(event_ids, scores, strict=True) if score is not None}
+            whole = next(replies)
+            if whole:  # 'W', then id, score pairs
+                window = {text(whole[k]): float(whole[k + 1]) for k in range(1, len(whole), 2)}
         out[user] = UserState(
             history,
             seen,
@@ -63,6 +67,7 @@ def parse_load(
             float(session_ts) if session_ts is not None else None,
             vector,
             version,
+            window,
         )
     return meta, out
 

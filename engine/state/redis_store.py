@@ -184,7 +184,7 @@ class RedisStore:
         calls = []
         for partition, plan in plans.items():
             base = self._base(partition)
-            args: list[str] = [base, "load"]
+            args: list[str] = [base, "load", str(self.engine.dedup_window)]
             for user, event_ids in plan:
                 args += [user, str(len(event_ids)), *event_ids]
             calls.append(([base + "meta"], _json_arg(args)))

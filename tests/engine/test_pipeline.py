@@ -129,14 +129,6 @@ def test_a_write_by_another_owner_meanwhile_is_a_conflict() -> None:
 # --- the dedup window and batch boundaries -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="BUG: engine/logic.py compute_delta dedups within a batch against every id of the batch "
-    "(UserState.seen grows unbounded, line 145), but across batches only against the stored window "
-    "(dedup_window newest ids by ts, trimmed in MemoryStore.apply / apply_batch.lua). A replay whose "
-    "original fell out of the window is a duplicate when both share a batch and applied again when they "
-    "do not, so batch boundaries change the state and `streamrec verify` reports false mismatches",
-    strict=True,
-)
 def test_dedup_does_not_depend_on_batch_boundaries() -> None:
     settings = EngineSettings(dedup_window=2)
     events = [ev(f"e{i}", f"i{i}", ts=T0 + i) for i in range(3)]

@@ -299,6 +299,47 @@ class TestStateStoreContract:
         delta = apply_events(store, 0, [ev("e0", "a", ts=T0 + 100), ev("e6", "a", ts=T0 + 100)])
         assert (delta.applied, delta.duplicates) == (1, 1)
 
+    def test_the_whole_window_is_loaded_only_when_a_checked_id_could_leave_it(
+        self, store: StateStore
+    ) -> None:
+        apply_events(store, 0, [ev(f"e{i}", "a", ts=T0 + i) for i in range(4)])  # 4 of 5 held
+        stored = {f"e{i}": T0 + i for i in range(4)}
+        cases = [
+            (["n1"], None),  # nothing found or repeated: the ids alone decide
+            (["n1", "n2", "n3"], None),  # 4 + 3 > 5, but no id to check
+            (["e1", "n1"], stored),  # e1 found, and 4 + 2 > 5
+            (["e1"], None),  # found, but 4 + 1 fits
+            (["n1", "n1"], stored),  # repeated, and 4 + 2 > 5
+        ]
+        for ids, want in cases:
+            _, users = store.load(0, {"u1": ids})
+            assert users["u1"].window == want, ids
+        # a user with nothing stored whose batch repeats an id past the window's size
+        _, users = store.load(0, {"u9": [f"x{i}" for i in range(5)] + ["x0"]})
+        assert users["u9"].window == {} and users["u9"].seen == set()
+
+    @pytest.mark.parametrize("size", [1, 3, 8])
+    def test_dedup_does_not_depend_on_batch_boundaries(self, store: StateStore, size: int) -> None:
+        # Replays of ids 2 to 9 events back (the window holds 5), repeats within any batch, and
+        # equal timestamps, for two users of one partition.
+        events: list[Event] = []
+        for n in range(40):
+            user = f"u{n % 2}"
+            events.append(ev(f"{user}-{n}", f"i{n % 7}", ts=T0 + n // 3, user=user))
+            if n % 3 == 0 and n >= 10:
+                earlier = [e for e in events if e.user_id == user]
+                events.append(earlier[-(2 + n % 9)])  # that user's event 2 to 10 events back
+        records = [RawRecord(0, offset, encode_event(e)) for offset, e in enumerate(events)]
+        reference = MemoryStore(2, SETTINGS)
+        BatchProcessor(reference, SETTINGS).process(0, records)
+        processor = BatchProcessor(store, SETTINGS)
+        for start in range(0, len(records), size):
+            processor.process(0, records[start : start + size])
+        expected, actual = reference.snapshot(0), store.snapshot(0)
+        assert compare_partition(0, expected, actual, SETTINGS) == []
+        assert (actual.applied, actual.duplicates) == (expected.applied, expected.duplicates)
+        assert 0 < expected.duplicates < len(events) - 40  # some replays were applied again
+
     def test_neighbour_trimming_keeps_the_strongest(self, store: StateStore) -> None:
         six = {f"n{i}": float(i) for i in range(1, 7)}
         store.apply(StateDelta(0, -1, 0, cooccurrence={"x": dict(six)}, popularity_epoch=T0))

@@ -17,8 +17,8 @@ from engine.errors import StateStoreError
 from engine.state.memory import MemoryStore
 
 
-class _PipeToDeadWorker:
-    """Delivers ``messages``; every answer fails as a pipe whose reader was killed does."""
+class _RecordingPipe:
+    """Delivers ``messages`` and keeps every answer (as the worker's end of the pipe would)."""
 
     def __init__(self, messages: list[tuple]) -> None:
         self.messages = list(messages)
@@ -31,6 +31,13 @@ class _PipeToDeadWorker:
 
     def send(self, message: tuple) -> None:
         self.sent.append(message)
+
+
+class _PipeToDeadWorker(_RecordingPipe):
+    """Delivers ``messages``; every answer fails as a pipe whose reader was killed does."""
+
+    def send(self, message: tuple) -> None:
+        super().send(message)
         raise BrokenPipeError(32, "Broken pipe")
 
 
@@ -50,22 +57,6 @@ def test_serve_ends_quietly_when_the_worker_is_gone(keep_signal_handlers: None) 
     # one answer tried, no crash report sent after it, and the next message never read
     assert conn.sent == [("ok",)]
     assert conn.messages == [("replica", False)]
-
-
-class _RecordingPipe:
-    """Delivers ``messages`` and keeps every answer (as the worker's end of the pipe would)."""
-
-    def __init__(self, messages: list[tuple]) -> None:
-        self.messages = list(messages)
-        self.sent: list[tuple] = []
-
-    def recv(self) -> tuple:
-        if not self.messages:
-            raise EOFError
-        return self.messages.pop(0)
-
-    def send(self, message: tuple) -> None:
-        self.sent.append(message)
 
 
 class _SignallingStore(MemoryStore):

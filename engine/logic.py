@@ -48,6 +48,13 @@ class UserState:
     window: dict[str, float] | None = None
 
 
+def needs_history(settings: EngineSettings, space: EmbeddingSpace | None) -> bool:
+    """Whether :func:`compute_delta` reads the users' prior histories: to pair an event with the
+    items before it (co-occurrence rows kept) or to start a user's vector in ``space``. Otherwise
+    a store's load may leave them out (the batch's own items still form the delta's history)."""
+    return settings.keeps_cooccurrence or space is not None
+
+
 def window_needed(found: bool, event_ids: Sequence[str], stored: int, size: int) -> bool:
     """Whether a user's batch needs the whole stored dedup window: some of its ``event_ids`` are
     in the window (``found``) or repeat within the batch, and the window (``stored`` ids, at most

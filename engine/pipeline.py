@@ -13,7 +13,7 @@ from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace
 from engine.errors import InvalidEvent, WatermarkConflict
 from engine.events import Event, decode_event
-from engine.logic import StateDelta, compute_delta
+from engine.logic import StateDelta, compute_delta, needs_history
 from engine.state.base import StateStore
 
 
@@ -106,7 +106,10 @@ class BatchProcessor:
             for _, event in events:
                 wanted.setdefault(event.user_id, []).append(event.event_id)
             plans[partition] = (max(r.offset for r in records), events, dead, wanted)
-        loaded = self.store.load_many({partition: plan[3] for partition, plan in plans.items()})
+        space = self.space  # one space for the whole call (the worker may swap it between polls)
+        loaded = self.store.load_many(
+            {partition: plan[3] for partition, plan in plans.items()}, needs_history(self.settings, space)
+        )
         results: dict[int, BatchOutcome | WatermarkConflict] = {}
         writes: list[tuple[BatchOutcome, StateDelta]] = []
         for partition, (last_offset, events, dead, wanted) in plans.items():
@@ -134,7 +137,7 @@ class BatchProcessor:
                 self.settings,
                 len(outcome.dead_letters),
                 last_offset,
-                self.space,
+                space,
             )
             outcome.applied, outcome.duplicates = delta.applied, delta.duplicates
             writes.append((outcome, delta))

@@ -65,9 +65,11 @@ class StateStore(Protocol):
     partitions: int
 
     def load(
-        self, partition: int, wanted: Mapping[str, Iterable[str]]
+        self, partition: int, wanted: Mapping[str, Iterable[str]], history: bool = True
     ) -> tuple[PartitionMeta, dict[str, UserState]]:
-        """Partition meta and the prior state of ``wanted`` users (user -> ids of events to check)."""
+        """Partition meta and the prior state of ``wanted`` users (user -> ids of events to check);
+        without ``history`` their histories are left empty (a delta that does not read them,
+        see :func:`engine.logic.needs_history`)."""
         ...
 
     def apply(self, delta: StateDelta) -> None:
@@ -75,7 +77,7 @@ class StateStore(Protocol):
         ...
 
     def load_many(
-        self, wanted: Mapping[int, Mapping[str, Iterable[str]]]
+        self, wanted: Mapping[int, Mapping[str, Iterable[str]]], history: bool = True
     ) -> dict[int, tuple[PartitionMeta, dict[str, UserState]]]:
         """:meth:`load` for several partitions at once (one round trip for the Redis store)."""
         ...
@@ -149,10 +151,10 @@ def gather_recs_inputs(store: StateStore, users: Mapping[int, Iterable[str]], tr
 
 
 def load_each(
-    store: StateStore, wanted: Mapping[int, Mapping[str, Iterable[str]]]
+    store: StateStore, wanted: Mapping[int, Mapping[str, Iterable[str]]], history: bool = True
 ) -> dict[int, tuple[PartitionMeta, dict[str, UserState]]]:
     """:meth:`StateStore.load_many` from single loads, for stores without round trips."""
-    return {partition: store.load(partition, users) for partition, users in wanted.items()}
+    return {partition: store.load(partition, users, history) for partition, users in wanted.items()}
 
 
 def apply_each(store: StateStore, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:

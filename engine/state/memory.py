@@ -38,7 +38,7 @@ class MemoryStore:
         self._sessions = SessionKNN(config) if config is not None else None
 
     def load(
-        self, partition: int, wanted: Mapping[str, Iterable[str]]
+        self, partition: int, wanted: Mapping[str, Iterable[str]], history: bool = True
     ) -> tuple[PartitionMeta, dict[str, UserState]]:
         part = self._parts[partition]
         users: dict[str, UserState] = {}
@@ -50,7 +50,7 @@ class MemoryStore:
             vector, version = part.user_vectors.get(user, (None, None))
             needed = window_needed(bool(found), event_ids, len(seen), self.settings.dedup_window)
             users[user] = UserState(
-                list(part.history.get(user, [])),
+                list(part.history.get(user, [])) if history else [],
                 found,
                 session[0] if session else None,
                 session[1] if session else None,
@@ -168,9 +168,9 @@ class MemoryStore:
         return {u: digests.get(u) for u in users}
 
     def load_many(
-        self, wanted: Mapping[int, Mapping[str, Iterable[str]]]
+        self, wanted: Mapping[int, Mapping[str, Iterable[str]]], history: bool = True
     ) -> dict[int, tuple[PartitionMeta, dict[str, UserState]]]:
-        return load_each(self, wanted)
+        return load_each(self, wanted, history)
 
     def apply_many(self, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:
         return apply_each(self, deltas)

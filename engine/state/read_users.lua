@@ -5,7 +5,8 @@
 -- KEYS[1]: the partition's meta hash (routes the call: every key read shares its {p} slot).
 -- ARGV[1]: a JSON array of strings (one argument: the client packs it far faster than one
 --          argument per value): base, mode, then
---   'load'     dedup window size, then per user: user, n, then n event ids  -> meta (watermark,
+--   'load'     dedup window size, '1' to read histories ('0': each an empty array), then per
+--              user: user, n, then n event ids  -> meta (watermark,
 --              popularity epoch), then per user: history, session (id, ts), vector (v, ver), and
 --              when n > 0 the ids' seen scores, then the whole seen window as 'W', id, score, ...
 --              where the batch could push a checked id out of it (engine.logic.window_needed),
@@ -22,11 +23,12 @@ if mode == 'load' then
   n = 1
   out[1] = call('HMGET', KEYS[1], 'watermark', 'popularity_epoch')
   local window = tonumber(ARGV[3])
-  local i = 4
+  local histories = ARGV[4] == '1'
+  local i = 5
   while i <= #ARGV do
     local user = ARGV[i]
     local count = tonumber(ARGV[i + 1])
-    out[n + 1] = call('LRANGE', base .. 'h:' .. user, 0, -1)
+    if histories then out[n + 1] = call('LRANGE', base .. 'h:' .. user, 0, -1) else out[n + 1] = {} end
     out[n + 2] = call('HMGET', base .. 's:' .. user, 'id', 'ts')
     out[n + 3] = call('HMGET', base .. 'uv:' .. user, 'v', 'ver')
     n = n + 3

@@ -169,12 +169,12 @@ class RedisStore:
     # -- writes ---------------------------------------------------------------------------------
 
     def load(
-        self, partition: int, wanted: Mapping[str, Iterable[str]]
+        self, partition: int, wanted: Mapping[str, Iterable[str]], history: bool = True
     ) -> tuple[PartitionMeta, dict[str, UserState]]:
-        return self.load_many({partition: wanted})[partition]
+        return self.load_many({partition: wanted}, history)[partition]
 
     def load_many(
-        self, wanted: Mapping[int, Mapping[str, Iterable[str]]]
+        self, wanted: Mapping[int, Mapping[str, Iterable[str]]], history: bool = True
     ) -> dict[int, tuple[PartitionMeta, dict[str, UserState]]]:
         plans = {
             partition: [(user, list(ids)) for user, ids in users.items()]
@@ -184,7 +184,7 @@ class RedisStore:
         calls = []
         for partition, plan in plans.items():
             base = self._base(partition)
-            args: list[str] = [base, "load", str(self.engine.dedup_window)]
+            args: list[str] = [base, "load", str(self.engine.dedup_window), "1" if history else "0"]
             for user, event_ids in plan:
                 args += [user, str(len(event_ids)), *event_ids]
             calls.append(([base + "meta"], _json_arg(args)))

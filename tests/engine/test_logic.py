@@ -17,6 +17,7 @@ from engine.logic import (
     compute_delta,
     decayed,
     merge_weights,
+    needs_history,
 )
 from engine.pipeline import BatchProcessor, RawRecord
 from engine.state.memory import MemoryStore
@@ -96,6 +97,32 @@ def test_cooccurrence_pairs_with_prior_history() -> None:
     delta = delta_of([ev("1", "a", "click")], users=users)
     assert pairs(delta) == pytest.approx({("a", "y"): 1.0, ("y", "a"): 1.0, ("a", "x"): 0.8, ("x", "a"): 0.8})
     assert users["u"].history == ["y", "x"]  # the prior state is not modified
+
+
+def test_a_delta_reads_prior_histories_only_where_it_says_so(generated: list[Event]) -> None:
+    # Where needs_history is False a store may leave histories out: the delta is the same.
+    events = [e for e in generated[:300] if e.user_id in ("u1", "u2", "u3")]
+    prior = {user: UserState(history=[f"h{n}" for n in range(7)], session_id="s") for user in ("u1", "u2")}
+    bare = {user: UserState(session_id="s") for user in prior}
+    settings = EngineSettings()
+    assert not needs_history(settings, None)
+    assert delta_of(events, settings, prior) == delta_of(events, settings, bare)
+    assert needs_history(DEFAULTS, None)  # the co-occurrence rows pair with prior items
+    assert delta_of(events, DEFAULTS, prior) != delta_of(events, DEFAULTS, bare)
+
+
+def test_the_pipeline_loads_histories_only_where_the_delta_reads_them() -> None:
+    asked: list[bool] = []
+
+    class Recording(MemoryStore):
+        def load_many(self, wanted, history=True):  # type: ignore[no-untyped-def]
+            asked.append(history)
+            return super().load_many(wanted, history)
+
+    record = RawRecord(0, 0, encode_event(ev("1", "a")))
+    for settings in (EngineSettings(), DEFAULTS):
+        BatchProcessor(Recording(1, settings), settings).process(0, [record])
+    assert asked == [False, True]
 
 
 def test_users_do_not_pair_with_each_other() -> None:

@@ -299,6 +299,18 @@ class TestStateStoreContract:
         delta = apply_events(store, 0, [ev("e0", "a", ts=T0 + 100), ev("e6", "a", ts=T0 + 100)])
         assert (delta.applied, delta.duplicates) == (1, 1)
 
+    def test_a_load_without_histories_leaves_only_them_out(self, store: StateStore) -> None:
+        apply_events(store, 0, [ev("e1", "a", ts=T0), ev("e2", "b", "purchase", ts=T0 + 1)])
+        wanted = {"u1": ["e1", "e3"], "nobody": ["x"]}
+        meta, full = store.load(0, wanted)
+        meta_bare, bare = store.load(0, wanted, history=False)
+        assert full["u1"].history == ["b", "a"] and meta_bare == meta
+        for user in wanted:
+            assert bare[user].history == []
+            full[user].history = []
+            assert bare[user] == full[user]
+        assert store.load_many({0: wanted}, history=False) == {0: (meta, bare)}
+
     def test_the_whole_window_is_loaded_only_when_a_checked_id_could_leave_it(
         self, store: StateStore
     ) -> None:

@@ -392,6 +392,7 @@ class Worker:
         done: list[TopicPartition] = []
         written: list[BatchOutcome] = []
         touches: list[tuple[str, str, float]] = []
+        pushed: dict[str, list[str]] = {}
         new_vectors: dict[str, np.ndarray] = {}
         # One state read and one write call for the poll's partitions (each write atomic with its
         # partition's watermark).
@@ -406,6 +407,7 @@ class Worker:
                 self._replica_due = True
                 continue
             touches.extend(outcome.touches)
+            pushed.update(outcome.history)
             self.stats.applied += outcome.applied
             self.stats.duplicates += outcome.duplicates
             self.stats.already_applied += outcome.already_applied
@@ -430,7 +432,8 @@ class Worker:
         # One scoring pass for the whole poll: the partitions share one read round trip. Behind a
         # backlog (a full poll) it starts before the previous poll is published, so the scorer
         # does not wait for that poll's produce, flush, digests and commit.
-        self.scorer.submit(ScoreJob(touches, touched if self.settings.publish_recs else {}, new_vectors))
+        users = touched if self.settings.publish_recs else {}
+        self.scorer.submit(ScoreJob(touches, users, new_vectors, pushed))
         self.stats.batches += 1
         if scored is not None:
             current.newer_digests = self._publish(consumer, producer, recs, *scored)

@@ -35,6 +35,13 @@ class EngineSettings(BaseSettings):
         "`popularity_half_life_s`); 0: read them for every poll",
     )
     exclude_history: bool = Field(True, description="never recommend items in the user's recent history")
+    history_cache_users: int = Field(
+        100_000,
+        ge=0,
+        description="users whose recent histories a worker's scoring keeps in memory, fed by its "
+        "own writes, while it holds the session replica (owns every partition), instead of reading "
+        "them back every poll; the least recently scored go first. 0: read them every poll",
+    )
     user_vector_decay: float = Field(0.9, gt=0, le=1, description="per-event decay of the user embedding")
     ann_weight: float = Field(0.5, ge=0, description="blend weight of embedding (ANN) candidates")
     ann_candidates: int = Field(50, ge=1, description="nearest items fetched per user vector")

@@ -55,6 +55,14 @@ def needs_history(settings: EngineSettings, space: EmbeddingSpace | None) -> boo
     return settings.keeps_cooccurrence or space is not None
 
 
+def push_history(history: list[str], items: Sequence[str], length: int) -> None:
+    """Put a delta's ``items`` (oldest first) in front of a stored ``history`` (most recent first),
+    keeping ``length`` items: what every store does with :attr:`StateDelta.history`."""
+    if items:
+        history[:0] = reversed(items)
+        del history[length:]
+
+
 def window_needed(found: bool, event_ids: Sequence[str], stored: int, size: int) -> bool:
     """Whether a user's batch needs the whole stored dedup window: some of its ``event_ids`` are
     in the window (``found``) or repeat within the batch, and the window (``stored`` ids, at most

@@ -40,6 +40,8 @@ class BatchOutcome:
     events: list[tuple[int, Event]] = field(default_factory=list)
     # What the applied delta taught the session model, (session, item, ts) in event order.
     touches: list[tuple[str, str, float]] = field(default_factory=list)
+    # What the applied delta pushed onto each user's history: user -> items, oldest first.
+    history: dict[str, list[str]] = field(default_factory=dict)
 
 
 def decode_batch(records: Sequence[RawRecord]) -> tuple[list[tuple[int, Event]], list[tuple[RawRecord, str]]]:
@@ -146,6 +148,6 @@ class BatchProcessor:
                 before_apply([outcome for outcome, _ in writes])
             conflicts = self.store.apply_many([delta for _, delta in writes])
             for (outcome, delta), conflict in zip(writes, conflicts, strict=True):
-                outcome.touches = delta.touches
+                outcome.touches, outcome.history = delta.touches, delta.history
                 results[outcome.partition] = conflict if conflict is not None else outcome
         return [results[partition] for partition in batches]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from typing import TypeVar
 
 import numpy as np
@@ -11,6 +11,7 @@ import numpy as np
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace, vector_from_history
 from engine.evaluation.base import Context
+from engine.history_cache import HistoryCache
 from engine.scoring import banned_items, recent_items, score_user
 from engine.session_blend import Shortlist
 from engine.sessionknn import SessionKNN
@@ -39,6 +40,8 @@ class Recommender:
         # The worker's in-memory copy of the whole session model, kept in step with its writes
         # while it owns every partition; scoring then reads nothing back from the store.
         self.replica: SessionKNN | None = None
+        # ... and of the histories of the users it scored (engine.history_cache), likewise.
+        self.histories: HistoryCache | None = None
 
     def for_users(self, partition: int, users: Iterable[str], k: int | None = None) -> dict[str, Ranked]:
         return self.for_partitions({partition: users}, k).get(partition, {})
@@ -51,8 +54,11 @@ class Recommender:
         k = k or self.settings.top_k
         return self.rank(self.store.recs_inputs(users, self.trending_wanted(k)), k)
 
-    def read_inputs(self, users: Mapping[int, Iterable[str]]) -> RecsInputs:
-        """What :meth:`rank` needs for ``users`` (partition -> users), in one store read. The trending
+    def read_inputs(
+        self, users: Mapping[int, Iterable[str]], without_history: Collection[str] = ()
+    ) -> RecsInputs:
+        """What :meth:`rank` needs for ``users`` (partition -> users), in one store read (the
+        histories of ``without_history`` left out: the caller holds them). The trending
         items are read again only once those held are ``trending_refresh_s`` old: a worker polls
         many times a second, and re-reading (and merging) every partition's top popularity rows for
         each poll was most of a small poll's read, for a list that moves over hours."""
@@ -60,10 +66,10 @@ class Recommender:
         held = self._trending
         # an empty list (nothing popular yet, a fresh stream) is read again at once
         if held and now - self._trending_read_at < self.settings.trending_refresh_s:
-            inputs = self.store.recs_inputs(users, 0)
+            inputs = self.store.recs_inputs(users, 0, without_history)
             inputs.trending = held
             return inputs
-        inputs = self.store.recs_inputs(users, self.trending_wanted())
+        inputs = self.store.recs_inputs(users, self.trending_wanted(), without_history)
         self._trending, self._trending_read_at = inputs.trending, now
         return inputs
 

@@ -31,6 +31,8 @@ class ScoreJob:
     touches: list[tuple[str, str, float]]  # (session, item, ts) in write order, for the replica
     users: dict[int, list[str]]  # touched users by partition
     new_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # cold items given vectors
+    # user -> items the poll's writes pushed onto their history, oldest first (engine.history_cache)
+    pushed: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

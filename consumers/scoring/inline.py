@@ -8,6 +8,7 @@ import time
 from consumers.scoring.base import ScoreJob, ScoreResult
 from engine import session_kernels
 from engine.embeddings import EmbeddingSpace
+from engine.history_cache import HistoryCache
 from engine.recommend import Recommender
 from engine.state.base import RecsInputs, StateStore
 
@@ -16,8 +17,14 @@ log = logging.getLogger("streamrec.scoring")
 
 def load_replica(store: StateStore, recommender: Recommender, whole: bool) -> None:
     """Give ``recommender`` the whole session model from ``store`` when ``whole``, else none (it
-    then reads the model's rows back per batch)."""
+    then reads the model's rows back per batch), and an empty history cache when ``whole``."""
     recommender.replica = None
+    settings = recommender.settings
+    recommender.histories = (
+        HistoryCache(settings.history_length, settings.history_cache_users)
+        if whole and settings.history_cache_users > 0
+        else None
+    )
     compiling = session_kernels.warm_up()  # before the first poll, which would wait for it
     if compiling > 0.5:
         log.info("scoring loops compiled in %.1f s (numba caches them for the next start)", compiling)
@@ -34,21 +41,40 @@ def load_replica(store: StateStore, recommender: Recommender, whole: bool) -> No
     )
 
 
+def held_histories(recommender: Recommender, job: ScoreJob) -> set[str]:
+    """The job's users whose histories the cache holds: its read leaves them out. Taken before
+    the job's read and :func:`learn` (which may run at the same time)."""
+    histories = recommender.histories
+    if histories is None:
+        return set()
+    return histories.held(user for group in job.users.values() for user in group)
+
+
 def learn(recommender: Recommender, job: ScoreJob) -> None:
-    """Feed the poll's writes to the replica, so that it stays equal to the store's model."""
+    """Feed the poll's writes to the replica and the history cache, so that they stay equal to
+    the store's state."""
     replica = recommender.replica
     if replica is not None:
         for sid, item, ts in job.touches:
             replica.touch(sid, item, ts)
+    if recommender.histories is not None:
+        recommender.histories.pushed(job.pushed)
 
 
-def read_inputs(store: StateStore, recommender: Recommender, job: ScoreJob) -> RecsInputs | None:
-    return recommender.read_inputs(job.users) if job.users else None
+def read_inputs(
+    store: StateStore, recommender: Recommender, job: ScoreJob, held: set[str]
+) -> RecsInputs | None:
+    return recommender.read_inputs(job.users, held) if job.users else None
 
 
-def rank(recommender: Recommender, inputs: RecsInputs | None) -> ScoreResult:
+def rank(recommender: Recommender, inputs: RecsInputs | None, held: set[str]) -> ScoreResult:
+    """The job's lists, once its read and :func:`learn` are both done."""
     if inputs is None:
         return ScoreResult({}, {})
+    if recommender.histories is not None:  # users are in one partition each
+        recommender.histories.fill(
+            {u: p for group in inputs.profiles.values() for u, p in group.items()}, held
+        )
     return ScoreResult(recommender.rank(inputs), inputs.digests)
 
 
@@ -70,8 +96,9 @@ class InlineScorer:
 
     def submit(self, job: ScoreJob) -> None:
         self._result = None
+        held = held_histories(self.recommender, job)
         learn(self.recommender, job)
-        self._result = rank(self.recommender, read_inputs(self.store, self.recommender, job))
+        self._result = rank(self.recommender, read_inputs(self.store, self.recommender, job, held), held)
 
     def wait_reads(self) -> None:
         return None

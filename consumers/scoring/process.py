@@ -37,7 +37,7 @@ from typing import Any
 from consumers.heap import freeze_after_full_collections
 from consumers.metrics import StoreCallLog, TimedStore
 from consumers.scoring.base import ScoreJob, ScoreResult
-from consumers.scoring.inline import learn, load_replica, rank, read_inputs
+from consumers.scoring.inline import held_histories, learn, load_replica, rank, read_inputs
 from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace
 from engine.errors import ScorerError, StateStoreError
@@ -292,7 +292,8 @@ def _handle(
             recommender.space = message[1]
         elif kind == "score":
             job: ScoreJob = message[1]
-            reading = reader.submit(_read_and_tell, conn, store, recommender, job)
+            held = held_histories(recommender, job)
+            reading = reader.submit(_read_and_tell, conn, store, recommender, job, held)
             try:
                 learn(recommender, job)
                 space = recommender.space
@@ -303,7 +304,7 @@ def _handle(
                     reading.result()  # one writer on the pipe at a time: the read's reply first
                 raise
             inputs = reading.result()
-            result = rank(recommender, inputs)
+            result = rank(recommender, inputs, held)
             result.store_calls = calls.take()
             conn.send(("done", result))
     except StateStoreError as exc:
@@ -314,8 +315,10 @@ def _handle(
         conn.send(("error", "crash", traceback.format_exc()))
 
 
-def _read_and_tell(conn: Connection, store: Any, recommender: Recommender, job: ScoreJob) -> Any:
+def _read_and_tell(
+    conn: Connection, store: Any, recommender: Recommender, job: ScoreJob, held: set[str]
+) -> Any:
     """The job's inputs, read on the reader thread; ``("read",)`` goes to the worker at once."""
-    inputs = read_inputs(store, recommender, job)
+    inputs = read_inputs(store, recommender, job, held)
     conn.send(("read",))
     return inputs

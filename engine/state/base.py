@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -107,9 +107,13 @@ class StateStore(Protocol):
 
     def recs_digests(self, partition: int, users: Iterable[str]) -> dict[str, str | None]: ...
 
-    def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
+    def recs_inputs(
+        self, users: Mapping[int, Iterable[str]], trending: int, without_history: Collection[str] = ()
+    ) -> RecsInputs:
         """Profiles and digests of ``users`` (partition -> users) and the ``trending`` most popular
-        items (none read when 0), read together (one round trip for the Redis store)."""
+        items (none read when 0), read together (one round trip for the Redis store). The profiles
+        of users in ``without_history`` come with empty histories (the caller holds them, see
+        :mod:`engine.history_cache`)."""
         ...
 
     def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:
@@ -140,14 +144,24 @@ def keep_strongest(weights: dict[str, float], keep: int) -> None:
         del weights[key]
 
 
-def gather_recs_inputs(store: StateStore, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
+def gather_recs_inputs(
+    store: StateStore,
+    users: Mapping[int, Iterable[str]],
+    trending: int,
+    without_history: Collection[str] = (),
+) -> RecsInputs:
     """:meth:`StateStore.recs_inputs` from the store's single reads, for stores without round trips."""
     members = {partition: list(group) for partition, group in users.items()}
-    return RecsInputs(
+    inputs = RecsInputs(
         {partition: store.profiles(partition, group) for partition, group in members.items()},
         {partition: store.recs_digests(partition, group) for partition, group in members.items()},
         store.trending(trending),
     )
+    for profiles in inputs.profiles.values():
+        for user in without_history:
+            if user in profiles:
+                profiles[user].history = []
+    return inputs
 
 
 def load_each(

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from engine.config import EngineSettings
 from engine.errors import WatermarkConflict
 from engine.evaluation.base import Context
-from engine.logic import PartitionMeta, StateDelta, UserState, decayed, merge_weights, window_needed
+from engine.logic import (
+    PartitionMeta,
+    StateDelta,
+    UserState,
+    decayed,
+    merge_weights,
+    push_history,
+    window_needed,
+)
 from engine.sessionknn import SessionKNN, preset_for_engine
 from engine.state.base import (
     PartitionSnapshot,
@@ -73,9 +81,7 @@ class MemoryStore:
         part.invalid += delta.invalid
         for user, items in delta.history.items():
             if items:
-                history = part.history.setdefault(user, [])
-                history[:0] = reversed(items)
-                del history[s.history_length :]
+                push_history(part.history.setdefault(user, []), items, s.history_length)
         for user, items in delta.purchases.items():
             part.purchases.setdefault(user, set()).update(items)
         for user, pairs in delta.seen.items():
@@ -175,8 +181,10 @@ class MemoryStore:
     def apply_many(self, deltas: Sequence[StateDelta]) -> list[WatermarkConflict | None]:
         return apply_each(self, deltas)
 
-    def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
-        return gather_recs_inputs(self, users, trending)
+    def recs_inputs(
+        self, users: Mapping[int, Iterable[str]], trending: int, without_history: Collection[str] = ()
+    ) -> RecsInputs:
+        return gather_recs_inputs(self, users, trending, without_history)
 
     def set_recs_digests(self, digests: Mapping[int, Mapping[str, str]]) -> None:
         for partition, rows in digests.items():

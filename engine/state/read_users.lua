@@ -11,8 +11,10 @@
 --              when n > 0 the ids' seen scores, then the whole seen window as 'W', id, score, ...
 --              where the batch could push a checked id out of it (engine.logic.window_needed),
 --              else an empty array
---   'profiles' users                                 -> per user: history, purchased, vector, session
---   'recs'     users                                 -> as 'profiles', then each user's recs digest
+--   'profiles' reads, users                          -> per user: history, purchased, vector, session
+--   'recs'     reads, users                          -> as 'profiles', then each user's recs digest
+--              (reads: one character per user, '1' to read the history, '0' to return an empty
+--              array instead: the worker's scoring holds that user's, see engine.history_cache)
 local ARGV = cjson.decode(ARGV[1])
 local base = ARGV[1]
 local mode = ARGV[2]
@@ -63,16 +65,21 @@ if mode == 'load' then
     i = i + 2 + count
   end
 elseif mode == 'profiles' or mode == 'recs' then
-  for j = 3, #ARGV do
+  local reads = ARGV[3]
+  for j = 4, #ARGV do
     local user = ARGV[j]
-    out[n + 1] = call('LRANGE', base .. 'h:' .. user, 0, -1)
+    if string.byte(reads, j - 3) == 49 then  -- '1'
+      out[n + 1] = call('LRANGE', base .. 'h:' .. user, 0, -1)
+    else
+      out[n + 1] = {}
+    end
     out[n + 2] = call('SMEMBERS', base .. 'b:' .. user)
     out[n + 3] = call('HMGET', base .. 'uv:' .. user, 'v', 'ver')
     out[n + 4] = call('HMGET', base .. 's:' .. user, 'id', 'ts')
     n = n + 4
   end
   if mode == 'recs' then
-    for j = 3, #ARGV do
+    for j = 4, #ARGV do
       n = n + 1
       out[n] = call('GET', base .. 'rd:' .. ARGV[j])
     end

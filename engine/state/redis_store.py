@@ -19,7 +19,7 @@ touches into one Redis Cluster slot, so the atomic write never spans slots::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -282,15 +282,30 @@ class RedisStore:
         users = list(users)
         base = self._base(partition)
         (reply,), _ = self._run_scripts(
-            self._read_script, [([base + "meta"], _json_arg([base, "profiles", *users]))], "profiles"
+            self._read_script,
+            [([base + "meta"], _json_arg([base, "profiles", "1" * len(users), *users]))],
+            "profiles",
         )
         return parse_profiles(reply, users)
 
-    def recs_inputs(self, users: Mapping[int, Iterable[str]], trending: int) -> RecsInputs:
+    def recs_inputs(
+        self, users: Mapping[int, Iterable[str]], trending: int, without_history: Collection[str] = ()
+    ) -> RecsInputs:
         members = {partition: list(group) for partition, group in users.items()}
         fetch = self._trending_fetch(trending)
+        skip = without_history
         calls = [
-            ([self._base(partition) + "meta"], _json_arg([self._base(partition), "recs", *group]))
+            (
+                [self._base(partition) + "meta"],
+                _json_arg(
+                    [
+                        self._base(partition),
+                        "recs",
+                        "".join("0" if user in skip else "1" for user in group),
+                        *group,
+                    ]
+                ),
+            )
             for partition, group in members.items()
         ]
         extra = (lambda pipe: self._queue_trending(pipe, fetch)) if trending > 0 else None

@@ -40,7 +40,7 @@ class ReadAtSubmitScorer(InlineScorer):
     def submit(self, job: ScoreJob) -> None:
         self.submitted += 1
         self.log.append(f"submit {self.submitted}")
-        inputs = read_inputs(self.store, self.recommender, job)
+        inputs = read_inputs(self.store, self.recommender, job, set())
         digests = inputs.digests if inputs is not None else {}
         lists = {p: {user: list(SAME_LIST) for user in users} for p, users in job.users.items()}
         self._result = ScoreResult(lists, digests)

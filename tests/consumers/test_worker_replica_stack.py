@@ -1,4 +1,5 @@
-"""The worker's in-memory session-model replica ranks exactly like reading the model from Redis.
+"""The worker's in-memory session-model replica ranks exactly like reading the model from Redis
+(and the users' histories its scoring holds are the ones in Redis).
 
 A worker that owns every partition scores from its replica (loaded from Redis on assignment, fed
 by its own writes) instead of reading the model back per batch. On data where the model's caps do
@@ -38,6 +39,13 @@ def _assert_same_lists(worker: Worker, store: RedisStore, engine: EngineSettings
         by_partition.setdefault(partition, []).append(user)
     expected = from_redis.for_partitions(by_partition)
     actual = worker.recommender.for_partitions(by_partition)
+    # the histories its scoring holds are the ones in Redis (every poll's pushes applied)
+    cache = worker.recommender.histories
+    assert cache is not None and len(cache) > len(users) // 2
+    for partition, group in by_partition.items():
+        for user, profile in store.profiles(partition, group).items():
+            held = cache.get(user)
+            assert held is None or held == profile.history, user
     lists = 0
     for partition, rows in expected.items():
         for user, ranked in rows.items():

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob
+from consumers.scoring import InlineScorer, ProcessScorer, ScoreJob, ScoreResult
 from engine.config import EngineSettings
 from engine.errors import ScorerError
 from engine.events import encode_event
@@ -54,7 +54,23 @@ def _job(results: list) -> ScoreJob:
     return ScoreJob(
         [touch for o in written for touch in o.touches],
         {o.partition: o.touched_users for o in written if o.touched_users},
+        pushed={user: items for o in written for user, items in o.history.items()},
     )
+
+
+def _assert_same_lists(actual: ScoreResult, expected: ScoreResult) -> int:
+    """Equal results (items in order, scores); returns how many lists are not empty."""
+    assert actual.digests == expected.digests
+    assert actual.lists.keys() == expected.lists.keys()
+    filled = 0
+    for partition, lists in expected.lists.items():
+        assert actual.lists[partition].keys() == lists.keys()
+        for user, ranked in lists.items():
+            got = actual.lists[partition][user]
+            assert [item for item, _ in got] == [item for item, _ in ranked], user
+            assert [score for _, score in got] == pytest.approx([score for _, score in ranked])
+            filled += bool(ranked)
+    return filled
 
 
 @pytest.fixture
@@ -110,18 +126,43 @@ def test_process_scorer_gives_the_inline_lists_poll_by_poll(store_factory, with_
             expected = inline.result()
             remote.submit(job)
             remote.wait_reads()
-            actual = remote.result()
-            assert actual.digests == expected.digests
-            assert actual.lists.keys() == expected.lists.keys()
-            for partition, lists in expected.lists.items():
-                assert actual.lists[partition].keys() == lists.keys()
-                for user, ranked in lists.items():
-                    got = actual.lists[partition][user]
-                    assert [item for item, _ in got] == [item for item, _ in ranked], user
-                    assert [score for _, score in got] == pytest.approx([score for _, score in ranked])
-                    compared += bool(ranked)
-                    scored += 1
+            compared += _assert_same_lists(remote.result(), expected)
+            scored += sum(map(len, expected.lists.values()))
         assert scored > 400 and compared > 0.9 * scored  # nearly every list is non-empty
+    finally:
+        remote.close()
+        store.close()
+
+
+@pytest.mark.parametrize("capacity", [15, 100_000])
+def test_held_histories_give_the_lists_of_a_scorer_that_reads_them(store_factory, capacity: int) -> None:
+    """Scorers holding users' histories (the scoring process; a small cache that keeps dropping
+    users) rank exactly like one that reads every history from Redis each poll."""
+    store = store_factory()
+    engine = store.engine.model_copy(update={"history_cache_users": capacity})
+    reading = InlineScorer(store, Recommender(store, engine.model_copy(update={"history_cache_users": 0})))
+    holding = InlineScorer(store, Recommender(store, engine))
+    remote = ProcessScorer(store_factory, engine)
+    processor = BatchProcessor(store, engine)
+    try:
+        for scorer in (reading, holding, remote):
+            scorer.load_replica(True)
+        assert reading.recommender.histories is None
+        cache = holding.recommender.histories
+        assert cache is not None
+        users: set[str] = set()
+        for poll in _polls(3000, 250):
+            job = _job(processor.process_many(poll))
+            users.update(user for group in job.users.values() for user in group)
+            reading.submit(job)
+            expected = reading.result()
+            holding.submit(job)
+            _assert_same_lists(holding.result(), expected)
+            remote.submit(job)
+            remote.wait_reads()
+            _assert_same_lists(remote.result(), expected)
+            assert len(cache) <= capacity
+        assert len(cache) == min(capacity, len(users))
     finally:
         remote.close()
         store.close()

@@ -67,11 +67,11 @@ class _SignallingStore(MemoryStore):
         self.read = threading.Event()
         self.fail = fail
 
-    def recs_inputs(self, users, trending):  # type: ignore[no-untyped-def]
+    def recs_inputs(self, users, trending, without_history=()):  # type: ignore[no-untyped-def]
         self.read.set()
         if self.fail is not None:
             raise self.fail
-        return super().recs_inputs(users, trending)
+        return super().recs_inputs(users, trending, without_history)
 
 
 def _serve_one_job(monkeypatch: pytest.MonkeyPatch, store: MemoryStore, learn) -> list[tuple]:  # type: ignore[no-untyped-def]

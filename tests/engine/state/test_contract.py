@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -204,6 +205,21 @@ class TestStateStoreContract:
         # 0 trending items: none read (a Redis range 0..-1 would have been the whole row)
         assert store.trending(0) == [] and store.recs_inputs(users, 0).trending == []
         assert store.recs_inputs(users, 0).profiles == inputs.profiles
+
+    def test_recs_inputs_leave_out_the_histories_asked_for(self, store: StateStore) -> None:
+        apply_events(store, 0, [ev("e1", "a", ts=T0), ev("e2", "b", "purchase", ts=T0 + 10)])
+        apply_events(store, 0, [ev("e3", "c", user="u3", ts=T0 + 20)])
+        apply_events(store, 1, [ev("e4", "a", user="u2", ts=T0 + 30)])
+        users = {0: ["u1", "nobody", "u3"], 1: ["u2"]}
+        skipped = {"u1", "u2", "nobody"}
+        whole = store.recs_inputs(users, 2)
+        part = store.recs_inputs(users, 2, without_history=skipped)
+        assert whole.profiles[0]["u1"].history == ["b", "a"] and part.profiles[0]["u3"].history == ["c"]
+        for partition, group in whole.profiles.items():
+            for user, profile in group.items():
+                kept = [] if user in skipped else profile.history
+                assert part.profiles[partition][user] == replace(profile, history=kept), user
+        assert (part.digests, part.trending) == (whole.digests, whole.trending)
 
     def test_counters_accumulate(self, store: StateStore) -> None:
         delta = apply_events(store, 0, [ev("e1", "a"), ev("e1", "a"), ev("e2", "b")])

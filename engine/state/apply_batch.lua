@@ -110,6 +110,31 @@ while i <= n do
     end
     local rule_sizes, item_sizes = {}, {}
     local recent, lengths = {}, {}
+    -- A session touched again in this call gets its newest timestamp and its new items written
+    -- once, at the end: `live` sessions were added (or found) by this call's first ZADD of them;
+    -- `pending_ts` holds the newest timestamps not yet written, `pending_items` the items not yet
+    -- pushed. Only an eviction reads them before the end, and it writes them first.
+    local live, pending_ts, pending_items = {}, {}, {}
+    local function flush_stamps()
+      local stamped = {}
+      for sid, stamp in pairs(pending_ts) do
+        stamped[#stamped + 1] = stamp
+        stamped[#stamped + 1] = sid
+      end
+      if #stamped > 0 then call_many('ZADD', sessions, stamped, 1, #stamped) end
+      pending_ts = {}
+    end
+    local function flush_items(sid)
+      local items = pending_items[sid]
+      if items ~= nil then
+        pending_items[sid] = nil
+        local key = base .. 'ss:' .. sid
+        -- the list as after one push (and trim) per item
+        if call_many('RPUSH', key, items, 1, #items) > max_len then
+          redis.call('LTRIM', key, -max_len, -1)
+        end
+      end
+    end
     local function add_rule(source, target, d)
       local key = base .. 'r:' .. source
       -- Only a new rule can take a row past its cap, and a new rule scores exactly its first
@@ -132,21 +157,29 @@ while i <= n do
       local skey = base .. 'ss:' .. sid
       -- the session's last activity, and whether it is new (ZADD counts added members)
       local evicted_itself = false
-      if redis.call('ZADD', sessions, ts_text, sid) == 1 then
-        redis.call('HINCRBY', meta, 'sessions', 1)
-        if redis.call('ZCARD', sessions) > max_sessions then
-          -- forget the oldest session, also in the index of every item it still lists
-          local oldest = redis.call('ZPOPMIN', sessions)
-          local okey = base .. 'ss:' .. oldest[1]
-          for _, old_item in ipairs(redis.call('LRANGE', okey, 0, -1)) do
-            local ikey = base .. 'is:' .. old_item
-            local removed = redis.call('ZREM', ikey, oldest[1])
-            if item_sizes[ikey] ~= nil then item_sizes[ikey] = item_sizes[ikey] - removed end
+      if live[sid] then
+        pending_ts[sid] = ts_text
+      else
+        if redis.call('ZADD', sessions, ts_text, sid) == 1 then
+          redis.call('HINCRBY', meta, 'sessions', 1)
+          if redis.call('ZCARD', sessions) > max_sessions then
+            -- forget the oldest session, also in the index of every item it still lists
+            flush_stamps()
+            local oldest = redis.call('ZPOPMIN', sessions)[1]
+            flush_items(oldest)
+            local okey = base .. 'ss:' .. oldest
+            for _, old_item in ipairs(redis.call('LRANGE', okey, 0, -1)) do
+              local ikey = base .. 'is:' .. old_item
+              local removed = redis.call('ZREM', ikey, oldest)
+              if item_sizes[ikey] ~= nil then item_sizes[ikey] = item_sizes[ikey] - removed end
+            end
+            redis.call('DEL', okey)
+            recent[oldest] = nil
+            live[oldest] = nil
+            evicted_itself = oldest == sid  -- older than every kept session: added back below
           end
-          redis.call('DEL', okey)
-          recent[oldest[1]] = nil
-          evicted_itself = oldest[1] == sid  -- older than every kept session: added back below
         end
+        live[sid] = true
       end
       if steps > 0 then
         local seq = recent[sid]
@@ -189,18 +222,23 @@ while i <= n do
         item_sizes[ikey] = size + 1
       end
       redis.call('ZADD', ikey, ts_text, sid)
-      local length = redis.call('RPUSH', skey, item)
-      if length > max_len then
-        redis.call('LTRIM', skey, -max_len, -1)
-        length = max_len
+      local items = pending_items[sid]
+      if items == nil then
+        items = {}
+        pending_items[sid] = items
       end
+      items[#items + 1] = item
       local seq = recent[sid]
       if seq ~= nil then
         seq[#seq + 1] = item
-        lengths[sid] = length
+        -- the list's length as far as the rule loop reads it (capped at `steps` there): what
+        -- LRANGE found (at most `steps` items), plus one a push, at most `max_len`
+        lengths[sid] = math.min(lengths[sid] + 1, max_len)
       end
       if evicted_itself then redis.call('ZADD', sessions, ts_text, sid) end
     end
+    flush_stamps()
+    for sid in pairs(pending_items) do flush_items(sid) end
     i = i + 10 + 3 * count
   else
     return redis.error_reply('apply_batch: unknown op ' .. tostring(op))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deploy.settings import Settings, load_settings
 from engine.errors import StreamrecError
@@ -144,6 +145,12 @@ def drop_keys(redis_url: str, prefix: str) -> int:
         return deleted
     finally:
         client.close()
+
+
+def redis_cpu_s(client: Any) -> float:
+    """Seconds of CPU the Redis server behind ``client`` has used (``INFO cpu``, user + system)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def event_chunks(n_events: int, seed: int = 0, shape: StreamShape = StreamShape()) -> Iterator[list[Event]]:

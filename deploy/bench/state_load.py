@@ -19,6 +19,7 @@ import uuid
 
 import redis
 
+from deploy.bench.common import drop_keys, redis_cpu_s
 from engine.config import EngineSettings
 from engine.state.redis_store import RedisSettings, RedisStore
 
@@ -35,11 +36,6 @@ def _fill(client: redis.Redis, prefix: str, users: int, history: int, rng: rando
             pipe.zadd(f"{base}seen:u{user}", {f"e{user}-{k}": 1.7e9 + k for k in range(SEEN_IDS)})
             pipe.hset(f"{base}s:u{user}", mapping={"id": f"u{user}@1", "ts": "1700000000"})
         pipe.execute()
-
-
-def _cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
@@ -81,13 +77,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
             )
         for _ in range(args.rounds):
             for history in (True, False):
-                server, client_cpu, wall = _cpu(client), time.process_time(), time.perf_counter()
+                server, client_cpu, wall = redis_cpu_s(client), time.process_time(), time.perf_counter()
                 for wanted in polls:
                     store.load_many(wanted, history)
                 row = {
                     "history": float(history),
                     "client_ms": (time.process_time() - client_cpu) / args.polls * 1e3,
-                    "server_ms": (_cpu(client) - server) / args.polls * 1e3,
+                    "server_ms": (redis_cpu_s(client) - server) / args.polls * 1e3,
                     "wall_ms": (time.perf_counter() - wall) / args.polls * 1e3,
                 }
                 rows.append(row)
@@ -98,9 +94,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                     flush=True,
                 )
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
+        drop_keys(args.redis_url, f"{prefix}:")
         store.close()
         client.close()
     return rows

@@ -28,18 +28,13 @@ from typing import Any
 
 import redis
 
-from deploy.bench.common import event_chunks
+from deploy.bench.common import drop_keys, event_chunks, redis_cpu_s
 from engine.config import EngineSettings
 from engine.events import Event, encode_event
 from engine.pipeline import BatchOutcome, BatchProcessor, RawRecord
 from engine.state.redis_store import RedisSettings, RedisStore
 
 PARTITIONS = 4
-
-
-def _cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _polls(events: int, size: int) -> Any:
@@ -130,9 +125,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     client_cpu = dict.fromkeys(names, 0.0)
 
     def timed(name: str, call: Callable[[], Any]) -> Any:
-        before, mine = _cpu(client), time.process_time()
+        before, mine = redis_cpu_s(client), time.process_time()
         result = call()
-        server[name] += _cpu(client) - before
+        server[name] += redis_cpu_s(client) - before
         client_cpu[name] += time.process_time() - mine
         return result
 
@@ -169,23 +164,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("same keys and contents under both prefixes:", same, report["digests"], flush=True)
             report["same_state"] = same
     finally:
-        for key_batch in _batches(client.scan_iter(match=f"{tag}-*", count=1000), 1000):
-            client.delete(*key_batch)
+        drop_keys(args.redis_url, f"{tag}-")
         for store in stores:
             store.close()
         client.close()
     return report
-
-
-def _batches(keys: Any, size: int) -> Any:
-    batch = []
-    for key in keys:
-        batch.append(key)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 if __name__ == "__main__":

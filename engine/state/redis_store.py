@@ -293,7 +293,6 @@ class RedisStore:
     ) -> RecsInputs:
         members = {partition: list(group) for partition, group in users.items()}
         fetch = self._trending_fetch(trending)
-        skip = without_history
         calls = [
             (
                 [self._base(partition) + "meta"],
@@ -301,7 +300,7 @@ class RedisStore:
                     [
                         self._base(partition),
                         "recs",
-                        "".join("0" if user in skip else "1" for user in group),
+                        "".join("0" if user in without_history else "1" for user in group),
                         *group,
                     ]
                 ),

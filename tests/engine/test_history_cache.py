@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from engine import history_cache
 from engine.config import EngineSettings
 from engine.events import Event
 from engine.history_cache import HistoryCache
@@ -95,3 +96,12 @@ def test_items_are_shared_between_histories() -> None:
     first, second = UserProfile(), UserProfile()
     cache.fill({"a": first, "b": second}, cache.held(["a", "b"]))
     assert first.history[0] is second.history[0]
+
+
+def test_items_no_longer_held_are_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(history_cache, "_MIN_REBUILD", 3)
+    cache = HistoryCache(length=2, capacity=1)
+    for n in range(6):  # each user pushes the one before out: their items go with them
+        cache.fill({f"u{n}": UserProfile([f"a{n}", f"b{n}"])}, set())
+    assert cache.held([f"u{n}" for n in range(6)]) == {"u5"}
+    assert set(cache._items) <= {f"{x}{n}" for x in "ab" for n in (3, 4, 5)}

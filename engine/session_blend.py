@@ -74,16 +74,19 @@ def blend_many(
         code = numbers.get(item)
         return code if code is not None else extra.get(item)
 
-    reminder_owner: list[int] = []
+    reminder_counts: list[int] = []
     reminder_codes: list[int] = []
-    reminder_values: list[float] = []
+    reminder_steps: list[int] = []
     if c.reminder_weight:
-        weights = decay_weights(c.reminder_decay, c.max_session_length)
-        for j, context in enumerate(contexts):
-            for item, _, steps in latest_positions(context.items[-c.max_session_length :]):
-                reminder_owner.append(j)
-                reminder_codes.append(code_of(item))
-                reminder_values.append(c.reminder_weight * weights[steps])
+        for context in contexts:
+            latest = latest_positions(context.items[-c.max_session_length :])
+            items = [item for item, _, _ in latest]
+            codes = [*map(numbers.get, items)]
+            if None in codes:  # numbered here, in this order (known_code finds them later)
+                codes = [*map(code_of, items)]
+            reminder_counts.append(len(codes))
+            reminder_codes += codes
+            reminder_steps += [steps for _, _, steps in latest]
     width = n_known + len(extra)  # key = context * width + item number
 
     # Added in this order: each key's neighbour vote, then its rule vote, then its reminder.
@@ -93,10 +96,12 @@ def blend_many(
     if c.sr_weight > 0:
         keys, scores = merge_add(keys, scores, *_rule_votes(model, rule_sources, width), model.compiled)
     if reminder_codes:
-        reminder_keys = np.array(reminder_owner, np.int64) * width + np.array(reminder_codes, np.int64)
+        owner = np.repeat(np.arange(len(contexts), dtype=np.int64), reminder_counts)
+        reminder_keys = owner * width + np.array(reminder_codes, np.int64)
+        weights = np.array(decay_weights(c.reminder_decay, c.max_session_length))
+        values = c.reminder_weight * weights[np.array(reminder_steps, np.int64)]
         order = np.argsort(reminder_keys)
-        more = reminder_keys[order], np.array(reminder_values)[order]
-        keys, scores = merge_add(keys, scores, *more, model.compiled)
+        keys, scores = merge_add(keys, scores, reminder_keys[order], values[order], model.compiled)
     if not len(keys):
         return [{} for _ in contexts]
     owners, codes = np.divmod(keys, width)
@@ -107,7 +112,7 @@ def blend_many(
         trend = np.fromiter(map(model.trend.get, picked, repeat(0.0)), np.float64, len(picked))
         scores = scores + weight * trend
     if shortlist is not None:
-        kept = _shortlisted(owners, codes, scores, shortlist, width, known_code)
+        kept = _shortlisted(owners, codes, scores, shortlist, width, known_code, model.compiled)
         owners, codes, scores = owners[kept], codes[kept], scores[kept]
     return as_dicts(every_name, owners, codes, scores, len(contexts))
 
@@ -164,9 +169,11 @@ def _shortlisted(
     shortlist: Shortlist,
     width: int,
     known_code: Callable[[str], int | None],
+    compiled: bool = False,
 ) -> np.ndarray:
     """Positions of the entries to keep: protected items, and per context the others scoring at
-    least the ``best``-th highest of the others."""
+    least the ``best``-th highest of the others; ``compiled``: in one pass
+    (:func:`engine.session_kernels.shortlist_many`), the same positions."""
     n_contexts = len(shortlist.best)
     protected = np.zeros(len(codes), bool)
     numbers = _known_codes(shortlist.always, known_code)
@@ -181,8 +188,11 @@ def _shortlisted(
     ]
     if wanted:
         protected |= np.isin(owners * width + codes, np.array(wanted, np.int64))
+    bounds = np.searchsorted(owners, np.arange(n_contexts + 1))
+    if compiled:
+        return session_kernels.shortlist_many(scores, protected, bounds, np.array(shortlist.best, np.int64))
     others = np.where(protected, -math.inf, scores)
-    bounds = np.searchsorted(owners, np.arange(n_contexts + 1)).tolist()
+    bounds = bounds.tolist()
     cut = np.full(n_contexts, -math.inf)
     for j in range(n_contexts):
         lo, hi = bounds[j], bounds[j + 1]

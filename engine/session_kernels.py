@@ -246,6 +246,7 @@ def warm_up() -> float:
     )
     best_many(np.ones(1), np.ones(1, np.bool_), np.array([0, 1]), 1)
     merge_add(ones, np.ones(1), ones, np.ones(1))
+    shortlist_many(np.ones(1), np.zeros(1, np.bool_), np.array([0, 1]), ones)
     from engine import rule_table  # imports this module
 
     rule_table.warm_up()
@@ -376,6 +377,74 @@ def _best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int)
 def best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
     """:func:`_best_many`, compiled."""
     return compiled_loop(_best_many)(values, held, bounds, k)
+
+
+def _shortlist_many(
+    scores: np.ndarray, protected: np.ndarray, bounds: np.ndarray, best: np.ndarray
+) -> np.ndarray:
+    """Per context (entries ``bounds[j]:bounds[j + 1]``), the protected entries and those scoring
+    at least the ``best[j]``-th largest score of the others (every entry when there are no more
+    than ``best[j]`` entries): their positions, in order.
+
+    The cut is the value ``np.partition`` finds with the protected entries at -inf, NaN ranking
+    above every number (a NaN cut keeps only the protected entries); a min-heap of the
+    ``best[j]`` largest finds it in one pass, where a partition per context cost ~10 µs of fixed
+    cost. ``a`` ranks above ``b`` when ``a > b or (a != a and b == b)``."""
+    out = np.empty(len(scores), np.int64)
+    largest = 1
+    for j in range(len(best)):
+        largest = max(largest, best[j])
+    heap = np.empty(largest)
+    n_out = 0
+    for j in range(len(bounds) - 1):
+        lo, hi = bounds[j], bounds[j + 1]
+        wanted = max(1, best[j])
+        cut = -np.inf
+        if hi - lo > wanted:
+            size = 0
+            for i in range(lo, hi):
+                value = -np.inf if protected[i] else scores[i]
+                if size < wanted:  # push, then sift up
+                    at = size
+                    size += 1
+                    while at > 0:
+                        parent = (at - 1) // 2
+                        top = heap[parent]
+                        if not (top > value or (top != top and value == value)):
+                            break
+                        heap[at] = top
+                        at = parent
+                    heap[at] = value
+                elif value > heap[0] or (value != value and heap[0] == heap[0]):
+                    at = 0  # the smallest of the heap goes: sift the value down from the root
+                    while True:
+                        child = 2 * at + 1
+                        if child >= size:
+                            break
+                        left = heap[child]
+                        if child + 1 < size:
+                            right = heap[child + 1]
+                            if left > right or (left != left and right == right):
+                                child += 1
+                                left = right
+                        if not (value > left or (value != value and left == left)):
+                            break
+                        heap[at] = left
+                        at = child
+                    heap[at] = value
+            cut = heap[0]
+        for i in range(lo, hi):
+            if protected[i] or scores[i] >= cut:
+                out[n_out] = i
+                n_out += 1
+    return out[:n_out]
+
+
+def shortlist_many(
+    scores: np.ndarray, protected: np.ndarray, bounds: np.ndarray, best: np.ndarray
+) -> np.ndarray:
+    """:func:`_shortlist_many`, compiled."""
+    return compiled_loop(_shortlist_many)(scores, protected, bounds, best)
 
 
 def _merge_add(

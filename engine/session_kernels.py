@@ -247,6 +247,7 @@ def warm_up() -> float:
     best_many(np.ones(1), np.ones(1, np.bool_), np.array([0, 1]), 1)
     merge_add(ones, np.ones(1), ones, np.ones(1))
     shortlist_many(np.ones(1), np.zeros(1, np.bool_), np.array([0, 1]), ones)
+    rank_many(np.ones(1), np.ones((1, 2), np.uint64), np.array([0, 1]))
     from engine import rule_table  # imports this module
 
     rule_table.warm_up()
@@ -445,6 +446,64 @@ def shortlist_many(
 ) -> np.ndarray:
     """:func:`_shortlist_many`, compiled."""
     return compiled_loop(_shortlist_many)(scores, protected, bounds, best)
+
+
+def _rank_many(values: np.ndarray, keys: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The order of ``np.lexsort((~keys[:, 1], ~keys[:, 0], -values, context))`` for entries
+    grouped by context (entries ``bounds[j]:bounds[j + 1]`` are context ``j``'s): per context, by
+    value from the largest (NaN last), then by ``keys`` from the largest; entries equal in all of
+    these keep their order. A merge sort per context: lexsort's four passes over the whole chunk
+    cost more than the ~100 entries a context keeps need."""
+    order = np.arange(len(values))
+    spare = np.empty(len(values), np.int64)
+    for j in range(len(bounds) - 1):
+        lo, hi = bounds[j], bounds[j + 1]
+        width = 1
+        while width < hi - lo:
+            for left in range(lo, hi, 2 * width):
+                middle = min(left + width, hi)
+                right_end = min(left + 2 * width, hi)
+                a, b, out = left, middle, left
+                while a < middle and b < right_end:
+                    x, y = order[a], order[b]
+                    # y strictly before x? (then y goes first; ties keep x first: stable)
+                    vx, vy = values[x], values[y]
+                    if vy > vx:
+                        y_first = True
+                    elif vy < vx:
+                        y_first = False
+                    elif vy != vy and vx == vx:
+                        y_first = False  # NaN after a number
+                    elif vx != vx and vy == vy:
+                        y_first = True
+                    elif keys[y, 0] != keys[x, 0]:
+                        y_first = keys[y, 0] > keys[x, 0]
+                    else:
+                        y_first = keys[y, 1] > keys[x, 1]
+                    if y_first:
+                        spare[out] = y
+                        b += 1
+                    else:
+                        spare[out] = x
+                        a += 1
+                    out += 1
+                while a < middle:
+                    spare[out] = order[a]
+                    a += 1
+                    out += 1
+                while b < right_end:
+                    spare[out] = order[b]
+                    b += 1
+                    out += 1
+            for i in range(lo, hi):
+                order[i] = spare[i]
+            width *= 2
+    return order
+
+
+def rank_many(values: np.ndarray, keys: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """:func:`_rank_many`, compiled."""
+    return compiled_loop(_rank_many)(values, keys, bounds)
 
 
 def _merge_add(

@@ -66,6 +66,7 @@ def neighbourhoods(
         numbers.keys(kept),
         numbers.ids,
         with_ids,
+        compiled=True,
     )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from engine import session_kernels
 from engine.evaluation.base import Context
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ def ranked_neighbourhoods(
     keys: np.ndarray,
     ids_of: Callable[[np.ndarray], list[str]],
     with_ids: bool = True,
+    compiled: bool = False,
 ) -> list[Neighbourhood]:
     """Each context's ``k`` best of parallel candidates (grouped by ``context_of``, ascending),
     best first by (value, id) as heapq.nlargest would order them. Ties are common (neighbours
@@ -65,7 +67,8 @@ def ranked_neighbourhoods(
     item and so their similarity) and ids are unique, so nothing else decides. One numpy sort by
     context, value and ``keys`` (:func:`engine.session_numbers.id_key` of the ids, two columns) ranks the
     whole chunk; the ids themselves (``ids_of(numbers)``) are compared only where keys are equal
-    too. Without ``with_ids`` the neighbourhoods' ``sids`` are None (the vote step reads numbers).
+    too. Without ``with_ids`` the neighbourhoods' ``sids`` are None (the vote step reads numbers);
+    ``compiled``: sorted per context (:func:`engine.session_kernels.rank_many`), the same order.
 
     >>> from engine.session_numbers import id_key
     >>> values = np.array([0.5, 2.0, 0.5, 1.0, 0.5, 0.5, 3.0])
@@ -78,9 +81,12 @@ def ranked_neighbourhoods(
     """
     if len(context_of) > 1 and (context_of[1:] < context_of[:-1]).any():
         raise ValueError("context_of must be ascending")
-    # lexsort is stable: entries equal in every key keep their order, and are sorted by id below
-    order = np.lexsort((~keys[:, 1], ~keys[:, 0], -values, context_of))
     bounds = np.searchsorted(context_of, np.arange(n_contexts + 1))
+    # lexsort is stable: entries equal in every key keep their order, and are sorted by id below
+    if compiled:
+        order = session_kernels.rank_many(values, keys, bounds)
+    else:
+        order = np.lexsort((~keys[:, 1], ~keys[:, 0], -values, context_of))
     rank = np.arange(len(order)) - bounds[context_of]  # context_of[order] is context_of
     ranked, ranked_keys = values[order], keys[order]
     same = (

@@ -223,6 +223,20 @@ def test_compiled_shortlist_keeps_what_the_partition_keeps(seed: int) -> None:
     assert 0 < len(plain) < len(codes)  # it keeps some and drops some
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_ranking_is_the_lexsort_order(seed: int) -> None:
+    # Few distinct values and keys, so that entries tie on the value, on the first key and on
+    # both keys (then the input order stays); NaN values; contexts of 0 to 150 entries.
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(0, 150, 30)
+    context_of = np.repeat(np.arange(30), sizes)
+    values = rng.choice([0.25, 0.5, 1.0 / 3.0, 2.0, -0.0, 0.0, np.nan], len(context_of))
+    keys = rng.integers(0, 3, (len(context_of), 2)).astype(np.uint64) * np.uint64(2**63 - 5)
+    bounds = np.searchsorted(context_of, np.arange(31))
+    expected = np.lexsort((~keys[:, 1], ~keys[:, 0], -values, context_of))
+    assert session_kernels.rank_many(values, keys, bounds).tolist() == expected.tolist()
+
+
 @pytest.mark.parametrize(
     "config",
     [

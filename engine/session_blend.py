@@ -52,10 +52,12 @@ def blend_many(
     knn: Votes | None,
     rule_sources: Sequence[Sequence[tuple[str, float]]],
     shortlist: Shortlist | None = None,
+    latest: Sequence[list[tuple[str, int, int]]] | None = None,
 ) -> list[dict[str, float]]:
     """Each context's blended scores (see the module doc); ``knn`` holds the normalised neighbour
     votes (None: the neighbourhood part is off), ``rule_sources`` each context's voting items
-    (:func:`~engine.sessionknn.sr_sources`)."""
+    (:func:`~engine.sessionknn.sr_sources`), ``latest`` each context's
+    :func:`~engine.session_votes.latest_positions` when the caller has them."""
     c = model.config
     names = model.rules.names
     numbers = model.rules.numbers
@@ -78,15 +80,16 @@ def blend_many(
     reminder_codes: list[int] = []
     reminder_steps: list[int] = []
     if c.reminder_weight:
-        for context in contexts:
-            latest = latest_positions(context.items[-c.max_session_length :])
-            items = [item for item, _, _ in latest]
+        if latest is None:
+            latest = [latest_positions(context.items[-c.max_session_length :]) for context in contexts]
+        for mine in latest:
+            items = [item for item, _, _ in mine]
             codes = [*map(numbers.get, items)]
             if None in codes:  # numbered here, in this order (known_code finds them later)
                 codes = [*map(code_of, items)]
             reminder_counts.append(len(codes))
             reminder_codes += codes
-            reminder_steps += [steps for _, _, steps in latest]
+            reminder_steps += [steps for _, _, steps in mine]
     width = n_known + len(extra)  # key = context * width + item number
 
     # Added in this order: each key's neighbour vote, then its rule vote, then its reminder.

@@ -28,9 +28,14 @@ if TYPE_CHECKING:
 
 
 def neighbourhoods(
-    model: SessionKNN, contexts: Sequence[Context], with_ids: bool = True
+    model: SessionKNN,
+    contexts: Sequence[Context],
+    with_ids: bool = True,
+    latest: Sequence[list[tuple[str, int, int]]] | None = None,
 ) -> list[Neighbourhood]:
-    """:meth:`SessionKNN.neighbourhood` of each context (``sids`` None without ``with_ids``)."""
+    """:meth:`SessionKNN.neighbourhood` of each context (``sids`` None without ``with_ids``);
+    ``latest``: each context's :func:`~engine.session_votes.latest_positions`, when the caller has
+    them."""
     c = model.config
     # The compiled path tells held sessions by their timestamps and needs no sizes: the presets'
     # case. A store-backed reader, or a length norm, takes the per-context path.
@@ -38,7 +43,10 @@ def neighbourhoods(
         return [model.neighbourhood(context) for context in contexts]
     numbers = model._numbers
     numbers.rebuild_if_outgrown(len(model.session_ts))
-    parts = [model.index_parts(context) for context in contexts]
+    if latest is None:
+        parts = [model.index_parts(context) for context in contexts]
+    else:
+        parts = [model.index_parts(context, mine) for context, mine in zip(contexts, latest, strict=True)]
     every = [part for context_parts in parts for part in context_parts]
     slots, weights, positions = zip(*every, strict=True) if every else ((), (), ())
     counts = [len(context_parts) for context_parts in parts]

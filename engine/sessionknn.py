@@ -283,16 +283,22 @@ class SessionKNN:
         anchor = dict(zip(ids, shared.anchors.tolist(), strict=True))
         return sim, anchor, self._numbers.ids(chosen.numbers)
 
-    def index_parts(self, context: Context) -> list[tuple[int, float, int]]:
+    def index_parts(
+        self, context: Context, latest: list[tuple[str, int, int]] | None = None
+    ) -> list[tuple[int, float, int]]:
         """The context's items that have sessions (or had, since they were first searched), as
         (the slot of their sessions in the numbered view, weight, position), in order of last
-        occurrence, so that a session's anchor ends as its most recent shared item."""
+        occurrence, so that a session's anchor ends as its most recent shared item. ``latest``:
+        :func:`latest_positions` of the context's last ``max_session_length`` items, when the
+        caller has it."""
         numbers = self._numbers
         slot_of = numbers.slot_of.get
         index_of = self.item_sessions.get
         weights = position_weights(self.config)
         parts = []
-        for item, position, steps in latest_positions(context.items[-self.config.max_session_length :]):
+        if latest is None:
+            latest = latest_positions(context.items[-self.config.max_session_length :])
+        for item, position, steps in latest:
             slot = slot_of(item)
             if slot is None:
                 index = index_of(item)
@@ -404,15 +410,17 @@ class SessionKNN:
         for start in range(0, len(contexts), VOTE_CHUNK):
             chunk = contexts[start : start + VOTE_CHUNK]
             knn = None
+            # each context's distinct items, for the neighbour search and the reminders
+            latest = [latest_positions(context.items[-c.max_session_length :]) for context in chunk]
             if c.k > 0:
-                found = neighbourhoods(self, chunk, with_ids=False)
+                found = neighbourhoods(self, chunk, with_ids=False, latest=latest)
                 knn = vote_arrays(self, chunk, found, normalise=True, idf=idf)
             sources = [sr_sources(c, context.items) for context in chunk] if c.sr_weight > 0 else []
             part = None
             if shortlist is not None:
                 end = start + len(chunk)
                 part = Shortlist(shortlist.best[start:end], shortlist.protected[start:end], shortlist.always)
-            out.extend(blend_many(self, chunk, knn, sources, part))
+            out.extend(blend_many(self, chunk, knn, sources, part, latest))
         return out
 
     def recommend(self, context: Context, k: int, exclude: Collection[str] = ()) -> list[str]:

@@ -103,11 +103,17 @@ while i <= n do
     -- the sizes of rule rows and item indexes (read once, then kept in step: nothing else
     -- writes them while the script runs); each touched session's items since its first read,
     -- with the list's length (when the list is shorter than `steps`, only that many are its).
-    local weights, weight_values = {}, {}
+    -- `first[d]`: ZINCRBY's reply for a rule it creates with weight `d` (the weight as Redis
+    -- writes a score, read off a scratch key): comparing the reply strings finds a new rule without
+    -- turning every reply into a number (a double has one written form, so equal strings are equal
+    -- scores; an existing rule scores more, weights being positive).
+    local weights, first = {}, {}
+    local scratch = base .. 'rule-scratch'
     for d = 1, steps do
       weights[d] = string.format('%.17g', d ^ -power)
-      weight_values[d] = tonumber(weights[d])
+      first[d] = redis.call('ZINCRBY', scratch, weights[d], d)
     end
+    if steps > 0 then redis.call('DEL', scratch) end
     local rule_sizes, item_sizes = {}, {}
     local recent, lengths = {}, {}
     -- A session touched again in this call gets its newest timestamp and its new items written
@@ -139,7 +145,7 @@ while i <= n do
       local key = base .. 'r:' .. source
       -- Only a new rule can take a row past its cap, and a new rule scores exactly its first
       -- weight (weights are positive, so an existing rule scores more).
-      if tonumber(redis.call('ZINCRBY', key, weights[d], target)) == weight_values[d] then
+      if redis.call('ZINCRBY', key, weights[d], target) == first[d] then
         local size = rule_sizes[key]
         if size == nil then size = redis.call('ZCARD', key) else size = size + 1 end
         if size > 2 * max_rules then
@@ -153,8 +159,6 @@ while i <= n do
       local sid = ARGV[i + 10 + 3 * j]
       local item = ARGV[i + 11 + 3 * j]
       local ts_text = ARGV[i + 12 + 3 * j]
-      local ts = tonumber(ts_text)
-      local skey = base .. 'ss:' .. sid
       -- the session's last activity, and whether it is new (ZADD counts added members)
       local evicted_itself = false
       if live[sid] then
@@ -184,7 +188,7 @@ while i <= n do
       if steps > 0 then
         local seq = recent[sid]
         if seq == nil then
-          seq = redis.call('LRANGE', skey, -steps, -1)
+          seq = redis.call('LRANGE', base .. 'ss:' .. sid, -steps, -1)
           recent[sid] = seq
           lengths[sid] = #seq
         end
@@ -196,6 +200,7 @@ while i <= n do
         end
       end
       if trend_hl > 0 then
+        local ts = tonumber(ts_text)
         if epoch == nil then
           epoch = ts
           redis.call('HSET', meta, 'trend_epoch', ts_text)

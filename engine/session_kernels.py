@@ -69,6 +69,7 @@ def _vote_rows(
     mark_base: int,
     factor: np.ndarray,
     normalise: bool,
+    nearest_first: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Neighbour votes of rows grouped by owner (see :func:`engine.session_votes.vote_arrays`), row
     ``r`` being the item numbers ``codes[starts[r] : starts[r] + lengths[r]]``:
@@ -101,6 +102,22 @@ def _vote_rows(
                 anchor_at = position
         weight = row_weight[row]
         n_row = 0
+        if distinct and nearest_first:
+            # Outward from the anchor: an item's nearest occurrence is its strongest (the weights
+            # fall off with the distance, alike on both sides), so it votes when first seen.
+            for distance in range(max(anchor_at + 1, length - anchor_at)):
+                for position in (anchor_at - distance, anchor_at + distance):
+                    if position < 0 or position >= length:
+                        continue
+                    code = codes[start + position]
+                    if row_mark[code] != mark_base + row:
+                        row_mark[code] = mark_base + row
+                        word = code >> 6
+                        voted[word] |= one << np.uint64(code & 63)
+                        first_word = min(first_word, word)
+                        last_word = max(last_word, word)
+                        score[code] += weight * gap[span + position - anchor_at]
+            length = 0  # read: the passes below have nothing left to do
         for position in range(length):
             code = codes[start + position]
             vote = gap[span + position - anchor_at]
@@ -216,7 +233,16 @@ class VoteScratch:
             base,
             _NO_FACTOR if factor is None else factor,
             normalise,
+            _falls_off_alike(gap, span),
         )
+
+
+def _falls_off_alike(gap: np.ndarray, span: int) -> bool:
+    """Whether the vote weights by distance from the anchor (``gap[span + d]``) are the same on
+    both sides and never grow with the distance: then an item's nearest occurrence in a row is its
+    strongest."""
+    after, before = gap[span:], gap[span::-1]
+    return bool(np.array_equal(after, before) and (np.diff(after) <= 0).all())
 
 
 def warm_up() -> float:

@@ -54,10 +54,12 @@ def random_rows(rng: np.random.Generator, n_owners: int, n_names: int) -> dict:
 
 @pytest.mark.parametrize("distinct", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_compiled_votes_equal_the_numpy_passes(distinct: bool, seed: int) -> None:
+# weights alike on both sides of the anchor (the kernel then reads a row outward from it), and not
+@pytest.mark.parametrize("before_weight", [0.6, 1.0])
+def test_compiled_votes_equal_the_numpy_passes(distinct: bool, seed: int, before_weight: float) -> None:
     rng = np.random.default_rng(seed)
     config = SessionKNNConfig(
-        max_session_length=8, item_decay=2.5, before_weight=0.6, distinct_votes=distinct
+        max_session_length=8, item_decay=2.5, before_weight=before_weight, distinct_votes=distinct
     )
     scratch = session_kernels.VoteScratch()
     for n_names in (5, 40, 3000):  # the scratch grows between calls

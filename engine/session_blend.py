@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine import session_kernels
+from engine import rank_kernels, session_kernels
 from engine.evaluation.base import Context
 from engine.session_votes import as_dicts, decay_weights, group_max, latest_positions
 
@@ -176,7 +176,7 @@ def _shortlisted(
 ) -> np.ndarray:
     """Positions of the entries to keep: protected items, and per context the others scoring at
     least the ``best``-th highest of the others; ``compiled``: in one pass
-    (:func:`engine.session_kernels.shortlist_many`), the same positions."""
+    (:func:`engine.rank_kernels.shortlist_many`), the same positions."""
     n_contexts = len(shortlist.best)
     protected = np.zeros(len(codes), bool)
     numbers = _known_codes(shortlist.always, known_code)
@@ -193,7 +193,7 @@ def _shortlisted(
         protected |= np.isin(owners * width + codes, np.array(wanted, np.int64))
     bounds = np.searchsorted(owners, np.arange(n_contexts + 1))
     if compiled:
-        return session_kernels.shortlist_many(scores, protected, bounds, np.array(shortlist.best, np.int64))
+        return rank_kernels.shortlist_many(scores, protected, bounds, np.array(shortlist.best, np.int64))
     others = np.where(protected, -math.inf, scores)
     bounds = bounds.tolist()
     cut = np.full(n_contexts, -math.inf)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine import session_kernels
+from engine import rank_kernels
 from engine.evaluation.base import Context
 from engine.session_votes import Neighbourhood, ranked_neighbourhoods
 
@@ -62,7 +62,7 @@ def neighbourhoods(
         seen = np.where(chosen.stamps == -math.inf, now, chosen.stamps)
         values = values * 0.5 ** (np.maximum(0.0, now - seen) / c.recency_half_life_s)
     bounds = np.searchsorted(context_of, np.arange(len(contexts) + 1))
-    best = session_kernels.best_many(values, chosen.stamps > -math.inf, bounds, c.k)
+    best = rank_kernels.best_many(values, chosen.stamps > -math.inf, bounds, c.k)
     kept = chosen.numbers[best]
     return ranked_neighbourhoods(
         values[best],

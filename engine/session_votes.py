@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from engine import session_kernels
+from engine import rank_kernels
 from engine.evaluation.base import Context
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def ranked_neighbourhoods(
     context, value and ``keys`` (:func:`engine.session_numbers.id_key` of the ids, two columns) ranks the
     whole chunk; the ids themselves (``ids_of(numbers)``) are compared only where keys are equal
     too. Without ``with_ids`` the neighbourhoods' ``sids`` are None (the vote step reads numbers);
-    ``compiled``: sorted per context (:func:`engine.session_kernels.rank_many`), the same order.
+    ``compiled``: sorted per context (:func:`engine.rank_kernels.rank_many`), the same order.
 
     >>> from engine.session_numbers import id_key
     >>> values = np.array([0.5, 2.0, 0.5, 1.0, 0.5, 0.5, 3.0])
@@ -84,7 +84,7 @@ def ranked_neighbourhoods(
     bounds = np.searchsorted(context_of, np.arange(n_contexts + 1))
     # lexsort is stable: entries equal in every key keep their order, and are sorted by id below
     if compiled:
-        order = session_kernels.rank_many(values, keys, bounds)
+        order = rank_kernels.rank_many(values, keys, bounds)
     else:
         order = np.lexsort((~keys[:, 1], ~keys[:, 0], -values, context_of))
     rank = np.arange(len(order)) - bounds[context_of]  # context_of[order] is context_of

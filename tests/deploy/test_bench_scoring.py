@@ -28,6 +28,16 @@ def test_the_scoring_bench_reports_and_scores_the_same_stream_alike(
     assert digests[0] == digests[1]
 
 
-def test_the_scoring_bench_refuses_meaningless_sizes() -> None:
+def test_the_best_of_several_runs_scores_alike(capsys: pytest.CaptureFixture[str]) -> None:
+    scoring.main(ARGS)
+    once = capsys.readouterr().out.strip().splitlines()[-1]
+    scoring.main([*ARGS, "--best-of", "3"])
+    best = capsys.readouterr().out.strip().splitlines()[-1]
+    assert best.endswith("(scoring: the best of 3 runs a poll)")
+    assert once.split("scores digest ")[1][:16] == best.split("scores digest ")[1][:16]
+
+
+@pytest.mark.parametrize("args", [["--polls", "0"], ["--best-of", "0"]])
+def test_the_scoring_bench_refuses_meaningless_sizes(args: list[str]) -> None:
     with pytest.raises(SystemExit):
-        scoring.main(["--polls", "0"])
+        scoring.main(args)

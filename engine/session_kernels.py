@@ -104,7 +104,8 @@ def _vote_rows(
         n_row = 0
         if distinct and nearest_first:
             # Outward from the anchor: an item's nearest occurrence is its strongest (the weights
-            # fall off with the distance, alike on both sides), so it votes when first seen.
+            # fall off with the distance, alike on both sides), so it votes when first seen, in
+            # the same pass (a pass of its own cost the time this saves).
             for distance in range(max(anchor_at + 1, length - anchor_at)):
                 for position in (anchor_at - distance, anchor_at + distance):
                     if position < 0 or position >= length:
@@ -117,32 +118,32 @@ def _vote_rows(
                         first_word = min(first_word, word)
                         last_word = max(last_word, word)
                         score[code] += weight * gap[span + position - anchor_at]
-            length = 0  # read: the passes below have nothing left to do
-        for position in range(length):
-            code = codes[start + position]
-            vote = gap[span + position - anchor_at]
-            if distinct:
-                # one vote per (row, item), its strongest occurrence: added once the row is read
-                if row_mark[code] != mark_base + row:
-                    row_mark[code] = mark_base + row
-                    best[code] = vote
-                    row_items[n_row] = code
-                    n_row += 1
-                elif vote > best[code]:
-                    best[code] = vote
-            else:
+        else:  # two passes: each item's strongest vote, then the adds
+            for position in range(length):
+                code = codes[start + position]
+                vote = gap[span + position - anchor_at]
+                if distinct:
+                    # one vote per (row, item), its strongest occurrence: added once the row is read
+                    if row_mark[code] != mark_base + row:
+                        row_mark[code] = mark_base + row
+                        best[code] = vote
+                        row_items[n_row] = code
+                        n_row += 1
+                    elif vote > best[code]:
+                        best[code] = vote
+                else:
+                    word = code >> 6
+                    voted[word] |= one << np.uint64(code & 63)
+                    first_word = min(first_word, word)
+                    last_word = max(last_word, word)
+                    score[code] += weight * vote
+            for i in range(n_row):
+                code = row_items[i]
                 word = code >> 6
                 voted[word] |= one << np.uint64(code & 63)
                 first_word = min(first_word, word)
                 last_word = max(last_word, word)
-                score[code] += weight * vote
-        for i in range(n_row):
-            code = row_items[i]
-            word = code >> 6
-            voted[word] |= one << np.uint64(code & 63)
-            first_word = min(first_word, word)
-            last_word = max(last_word, word)
-            score[code] += weight * best[code]
+                score[code] += weight * best[code]
         if row + 1 == len(lengths) or row_owner[row + 1] != row_owner[row]:
             owner_start = n_out
             top = -np.inf

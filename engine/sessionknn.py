@@ -411,7 +411,9 @@ class SessionKNN:
             chunk = contexts[start : start + VOTE_CHUNK]
             knn = None
             # each context's distinct items, for the neighbour search and the reminders
-            latest = [latest_positions(context.items[-c.max_session_length :]) for context in chunk]
+            latest = None
+            if c.k > 0 or c.reminder_weight:
+                latest = [latest_positions(context.items[-c.max_session_length :]) for context in chunk]
             if c.k > 0:
                 found = neighbourhoods(self, chunk, with_ids=False, latest=latest)
                 knn = vote_arrays(self, chunk, found, normalise=True, idf=idf)

@@ -303,6 +303,8 @@ def test_redis_rules_follow_each_sessions_last_items_and_row_caps(
                 m.decode(): s for m, s in store.client.zrange(key, 0, -1, withscores=True)
             }
         assert actual == expected
+        # the script reads each weight's reply off a scratch key, deleted in the same call
+        assert not store.client.exists("rules:{0}:rule-scratch")
     finally:
         store.close()
 

@@ -121,6 +121,9 @@ while i <= n do
     -- `pending_ts` holds the newest timestamps not yet written, `pending_items` the items not yet
     -- pushed. Only an eviction reads them before the end, and it writes them first.
     local live, pending_ts, pending_items = {}, {}, {}
+    -- Counts written once, at the end: sessions added, and per item the sessions its index gained
+    -- (nothing here reads them). `session_count`: the sessions set's size, read once, kept in step.
+    local new_sessions, item_counts, session_count = 0, {}, nil
     local function flush_stamps()
       local stamped = {}
       for sid, stamp in pairs(pending_ts) do
@@ -165,11 +168,13 @@ while i <= n do
         pending_ts[sid] = ts_text
       else
         if redis.call('ZADD', sessions, ts_text, sid) == 1 then
-          redis.call('HINCRBY', meta, 'sessions', 1)
-          if redis.call('ZCARD', sessions) > max_sessions then
+          new_sessions = new_sessions + 1
+          if session_count == nil then session_count = redis.call('ZCARD', sessions) else session_count = session_count + 1 end
+          if session_count > max_sessions then
             -- forget the oldest session, also in the index of every item it still lists
             flush_stamps()
             local oldest = redis.call('ZPOPMIN', sessions)[1]
+            session_count = session_count - 1
             flush_items(oldest)
             local okey = base .. 'ss:' .. oldest
             for _, old_item in ipairs(redis.call('LRANGE', okey, 0, -1)) do
@@ -214,19 +219,32 @@ while i <= n do
         end
         redis.call('ZINCRBY', trend, string.format('%.17g', 2 ^ exponent), item)
       end
+      -- ZADD counts the members it adds: a new (item, session) pair is 1, a new timestamp 0
       local ikey = base .. 'is:' .. item
-      if redis.call('ZSCORE', ikey, sid) == false then
-        redis.call('HINCRBY', base .. 'ic', item, 1)
-        -- down to the cap, also when a row is longer than it (a cap lowered since it was written)
+      if redis.call('ZADD', ikey, ts_text, sid) == 1 then
+        item_counts[item] = (item_counts[item] or 0) + 1
+        -- the index's size before this add; then down to the cap, also when a row is longer than
+        -- it (a cap lowered since it was written), as if trimmed before the add: the `drop`
+        -- lowest of the others go
         local size = item_sizes[ikey]
-        if size == nil then size = redis.call('ZCARD', ikey) end
+        if size == nil then size = redis.call('ZCARD', ikey) - 1 end
         if size >= max_is then
-          redis.call('ZREMRANGEBYRANK', ikey, 0, size - max_is)
+          local drop = size - max_is + 1
+          local popped = redis.call('ZPOPMIN', ikey, drop)
+          for k = 1, #popped, 2 do
+            if popped[k] == sid then
+              -- out of order: the new pair ranks among the lowest. The others that went with it
+              -- were the lowest others, and the lowest left now ranks above it: put it back, and
+              -- drop that one instead.
+              redis.call('ZADD', ikey, ts_text, sid)
+              redis.call('ZREMRANGEBYRANK', ikey, 1, 1)
+              break
+            end
+          end
           size = max_is - 1
         end
         item_sizes[ikey] = size + 1
       end
-      redis.call('ZADD', ikey, ts_text, sid)
       local items = pending_items[sid]
       if items == nil then
         items = {}
@@ -240,10 +258,15 @@ while i <= n do
         -- LRANGE found (at most `steps` items), plus one a push, at most `max_len`
         lengths[sid] = math.min(lengths[sid] + 1, max_len)
       end
-      if evicted_itself then redis.call('ZADD', sessions, ts_text, sid) end
+      if evicted_itself then
+        redis.call('ZADD', sessions, ts_text, sid)
+        session_count = session_count + 1
+      end
     end
     flush_stamps()
     for sid in pairs(pending_items) do flush_items(sid) end
+    if new_sessions > 0 then redis.call('HINCRBY', meta, 'sessions', new_sessions) end
+    for item, added in pairs(item_counts) do redis.call('HINCRBY', base .. 'ic', item, added) end
     i = i + 10 + 3 * count
   else
     return redis.error_reply('apply_batch: unknown op ' .. tostring(op))

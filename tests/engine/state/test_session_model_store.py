@@ -341,6 +341,64 @@ def test_a_lowered_item_index_cap_shrinks_rows_in_redis_like_in_memory(redis_url
         store.close()
 
 
+def redis_item_index(
+    events: list[Event], cap: int
+) -> tuple[dict[str, dict[str, float]], dict[str, int], int]:
+    """The item index the Lua script must leave for ``events`` on one partition (no session
+    evicted): a session joining a full index first drops its lowest others, as Redis ranks them
+    (timestamp, then id bytes). Also each item's joins, and how many joins met a full index
+    with a timestamp older than all of it."""
+    index: dict[str, dict[str, float]] = {}
+    joined: dict[str, int] = {}
+    late = 0
+    for event in events:
+        row = index.setdefault(event.item_id, {})
+        if event.session_id not in row:
+            joined[event.item_id] = joined.get(event.item_id, 0) + 1
+            if len(row) >= cap:
+                late += event.ts < min(row.values())
+                for sid in sorted(row, key=lambda sid: (row[sid], sid.encode()))[: len(row) - cap + 1]:
+                    del row[sid]
+        row[event.session_id] = event.ts
+    return index, joined, late
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("cap", [1, 3])
+def test_an_item_index_at_its_cap_keeps_a_late_event_and_drops_the_oldest_other(
+    redis_url: str, cap: int
+) -> None:
+    """Events out of time order: a session that joins a full item index with the oldest timestamp
+    of all stays, and the oldest of the others goes, the same whether it joins in the call that
+    filled the index or in a later one; the item's session count grows by every join."""
+    config = PRESETS["sessions"].with_(max_item_sessions=cap)
+    store, settings = one_partition_store(redis_url, f"late{cap}", config)
+    rng = random.Random(5)
+    events = [  # some sessions come back, some with older timestamps
+        Event(
+            f"e{n}",
+            T0 + rng.uniform(-1e4, 1e4),
+            "u0",
+            f"i{n % 2}",
+            "click",
+            session_id=f"s{rng.randrange(40)}",
+        )
+        for n in range(160)
+    ]
+    index, joined, late = redis_item_index(events, cap)
+    assert late >= 5
+    try:
+        for batch in (37, 160):  # joins spread over calls, then all in one
+            store.client.flushdb()
+            feed(store, events, settings, batch=batch, partitions=1)
+            for item, row in index.items():
+                stored = store.client.zrange(f"late{cap}:{{0}}:is:{item}", 0, -1, withscores=True)
+                assert {sid.decode(): score for sid, score in stored} == row
+                assert int(store.client.hget(f"late{cap}:{{0}}:ic", item)) == joined[item]
+    finally:
+        store.close()
+
+
 @pytest.mark.stack
 def test_a_replica_loaded_with_an_index_entry_of_a_missing_session_never_picks_it(redis_url: str) -> None:
     """Scoring tells held sessions by their timestamps. A session whose items are gone from Redis

@@ -12,7 +12,7 @@ from engine.config import EngineSettings
 from engine.embeddings import EmbeddingSpace, vector_from_history
 from engine.evaluation.base import Context
 from engine.history_cache import HistoryCache
-from engine.scoring import banned_items, recent_items, score_user
+from engine.scoring import TrendingPrior, banned_items, rank_session_user, recent_items, score_user
 from engine.session_blend import Shortlist
 from engine.sessionknn import SessionKNN
 from engine.state.base import RecsInputs, StateStore, UserProfile
@@ -102,17 +102,14 @@ class Recommender:
         # Ask for extra neighbours so that filtering purchased items still leaves k candidates.
         neighbours = self.store.neighbours(wanted, max(k * 2, 50)) if wanted else {}
         out: dict[int, dict[str, Ranked]] = {partition: {} for partition in profiles}
+        prior = TrendingPrior(trending) if session else None
         for partition, user, p in everyone:
             key = (partition, user)
-            out[partition][user] = score_user(
-                p,
-                neighbours,
-                trending,
-                s,
-                k,
-                similar.get(key),
-                session.get(key) if session is not None else None,
-            )
+            mine = session.get(key) if session else None
+            if mine is not None:  # a fresh dict of this call's
+                out[partition][user] = rank_session_user(p, mine, prior, s, k, similar.get(key))
+            else:
+                out[partition][user] = score_user(p, neighbours, trending, s, k, similar.get(key), None)
         return out
 
     def _session_scores(

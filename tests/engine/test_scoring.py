@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from engine.config import EngineSettings
-from engine.scoring import recent_items, score_user
+from engine.scoring import TrendingPrior, rank_session_user, recent_items, score_user
 from engine.state.base import UserProfile
 
 S = EngineSettings()  # recency_decay 0.7, trending_weight 0.05, ann_weight 0.5
@@ -143,3 +145,54 @@ def test_top_k_of_many_candidates_equals_a_full_sort(seed: int) -> None:
             banned = set(bought) | (set(user.history) if settings.exclude_history else set())
             expected = [(i, session[i]) for i in best if i not in banned][:k]
             assert got == expected
+
+
+def random_ranking_case(rng, catalogue: int = 60) -> tuple[UserProfile, dict, list, dict]:
+    """A user, session scores, a trending list and ANN scores over a small catalogue, with ties
+    (values on a coarse grid), overlaps between the three, and banned items among them."""
+
+    def value() -> float:
+        return rng.choice([0.0, 0.25, 0.5, 1.0, 2.0]) if rng.random() < 0.5 else rng.random() * 3
+
+    names = [f"i{n:02d}" for n in range(catalogue)]
+    session = {item: value() for item in rng.sample(names, rng.randrange(0, 40))}
+    trending = sorted(
+        ((item, value()) for item in rng.sample(names, rng.randrange(0, 45))), key=lambda kv: -kv[1]
+    )
+    similar = {item: rng.uniform(-0.5, 1.0) for item in rng.sample(names, rng.randrange(0, 12))}
+    user = profile(
+        *rng.sample(names, rng.randrange(0, 15)), purchased=tuple(rng.sample(names, rng.randrange(0, 4)))
+    )
+    return user, session, trending, similar
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rank_session_user_equals_score_user(seed: int) -> None:
+    """The session path's ranking gives score_user's list, item for item and float for float:
+    ties at the k-th place, items scoring by trending alone, banned trending items, ANN items,
+    an empty session, a list out of order or with NaN (score_user's way then)."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(25):
+        user, session, trending, similar = random_ranking_case(rng)
+        if seed % 5 == 1 and session:
+            session[next(iter(session))] = math.nan
+        if seed % 5 == 2 and len(trending) > 2:
+            trending[0], trending[-1] = trending[-1], trending[0]
+        for k in (1, 5, 20):
+            for settings in (S, S.model_copy(update={"exclude_history": False, "trending_weight": 0.0})):
+                for ann in (None, similar):
+                    expected = score_user(user, {}, trending, settings, k, ann, session)
+                    got = rank_session_user(user, dict(session), TrendingPrior(trending), settings, k, ann)
+                    assert repr(got) == repr(expected)
+
+
+def test_trending_prior_takes_only_a_list_ranked_down_from_a_positive_top() -> None:
+    assert TrendingPrior([("a", 3.0), ("b", 3.0), ("c", 0.0)]).ordered
+    assert TrendingPrior([]).ordered
+    assert not TrendingPrior([("a", 1.0), ("b", 2.0)]).ordered
+    assert not TrendingPrior([("a", -1.0), ("b", -2.0)]).ordered
+    assert not TrendingPrior([("a", 2.0), ("a", 1.0)]).ordered
+    assert not TrendingPrior([("a", math.inf), ("b", 1.0)]).ordered
+    assert not TrendingPrior([("a", 2.0), ("b", math.nan)]).ordered

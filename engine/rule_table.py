@@ -36,6 +36,7 @@ from engine.segments import extended, key_capacity
 from engine.session_kernels import AVAILABLE, compiled_loop
 
 USED, LIVE, FILLED, ROWS = range(4)
+_NOTHING = np.zeros(0)
 _LOW = (1 << 31) - 1  # a key's target bits
 
 
@@ -204,7 +205,68 @@ def _compact(
     return used
 
 
-_LOOPS = (_add_rules, _trim, _rehash, _compact)
+def _votes(
+    offset: np.ndarray,
+    size: np.ndarray,
+    top: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    sources: np.ndarray,
+    source_weights: np.ndarray,
+    counts: np.ndarray,
+    row_norm: bool,
+    divide_by: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of each list's sources summed (see :meth:`RuleTable.votes`): list ``j`` is the
+    next ``counts[j]`` of ``sources`` (-1: none) and their ``source_weights``. A target's votes
+    are added in the order its rows list them (a stable sort of the list's entries by target), so
+    each sum is the float numpy's ``bincount`` over the same entries gives."""
+    total = 0
+    for i in range(len(sources)):
+        s = sources[i]
+        if 0 <= s < len(size) and size[s] > 0:
+            total += size[s]
+    out_owner = np.empty(total, np.int64)
+    out_target = np.empty(total, np.int64)
+    out_vote = np.empty(total)
+    entry_target = np.empty(total, np.int64)
+    entry_vote = np.empty(total)
+    n_out = 0
+    i = 0
+    for j in range(len(counts)):
+        n = 0
+        for _ in range(counts[j]):
+            s = sources[i]
+            weight = source_weights[i]
+            i += 1
+            if s < 0 or s >= len(size) or size[s] <= 0:
+                continue
+            if row_norm and top[s] > 0:
+                weight = weight / top[s]
+            start = offset[s]
+            for k in range(size[s]):
+                entry_target[n] = targets[start + k]
+                entry_vote[n] = weight * weights[start + k]
+                n += 1
+        order = np.argsort(entry_target[:n], kind="mergesort")
+        k = 0
+        while k < n:
+            t = entry_target[order[k]]
+            vote = 0.0
+            while k < n and entry_target[order[k]] == t:
+                vote += entry_vote[order[k]]
+                k += 1
+            if t < len(divide_by):
+                vote = vote / divide_by[t]
+            if vote != 0.0:
+                out_owner[n_out] = j
+                out_target[n_out] = t
+                out_vote[n_out] = vote
+                n_out += 1
+    return out_owner[:n_out], out_target[:n_out], out_vote[:n_out]
+
+
+_LOOPS = (_add_rules, _trim, _rehash, _compact, _votes)
 
 
 def _loops(compiled: bool) -> tuple:
@@ -263,7 +325,7 @@ class RuleTable:
 
     def add(self, sources: np.ndarray, dests: np.ndarray, amounts: np.ndarray, keep: int) -> None:
         """Add the rules in order (:func:`_add_rules`); :meth:`fit` them first."""
-        add_rules, trim, _, compact = _loops(self.compiled)
+        add_rules, trim, _, compact, _ = _loops(self.compiled)
         start = 0
         while True:
             start, full = add_rules(
@@ -306,6 +368,31 @@ class RuleTable:
             self.targets, self.weights = targets, weights
             self.counts[USED] = used
 
+    def votes(
+        self,
+        sources: np.ndarray,
+        source_weights: np.ndarray,
+        counts: np.ndarray,
+        row_norm: bool,
+        divide_by: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per list of sources, ``sum(weight * row(source))`` (each row first divided by its
+        largest weight with ``row_norm``), divided by ``divide_by[target]`` where the target has
+        one, non-zero votes only: (list, target, vote), sorted by list, then target (see
+        :func:`_votes`)."""
+        return _loops(self.compiled)[4](
+            self.offset,
+            self.size,
+            self.top,
+            self.targets,
+            self.weights,
+            sources,
+            source_weights,
+            counts,
+            row_norm,
+            _NOTHING if divide_by is None else divide_by,
+        )
+
     def row(self, source: int) -> tuple[list[int], list[float]]:
         """Row ``source``'s targets and weights (empty without a row)."""
         if source >= len(self.size) or self.size[source] <= 0:
@@ -322,3 +409,6 @@ def warm_up() -> None:
     _loops(True)[3](
         table.offset, table.size, table.room, table.targets, table.weights, np.zeros(8, np.int32), np.zeros(8)
     )
+    ones = np.ones(1, np.int64)
+    for divide_by in (None, np.ones(3)):
+        table.votes(ones - 1, np.ones(1), ones, True, divide_by)

@@ -140,6 +140,16 @@ class RuleStore:
         """:meth:`votes` of each of many source lists at once, as arrays sorted by list, then target:
         (list position, target number, vote)."""
         table = self._rows()
+        if table.compiled:
+            number = self.numbers.get
+            flat = [pair for some in sources for pair in some]
+            return table.votes(
+                np.fromiter((number(source, -1) for source, _ in flat), np.int64, len(flat)),
+                np.fromiter((weight for _, weight in flat), np.float64, len(flat)),
+                np.fromiter(map(len, sources), np.int64, len(sources)),
+                row_norm,
+                divide_by,
+            )
         numbers, n_rows = self.numbers, len(table.size)
         offsets, sizes, tops = table.offset, table.size, table.top
         arena_targets, arena_weights = table.targets, table.weights

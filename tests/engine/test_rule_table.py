@@ -141,3 +141,57 @@ def test_the_hash_stays_below_the_int64_range() -> None:
     assert rule_table._LOW == largest
     with pytest.raises(OverflowError):
         RuleTable.empty().fit(largest + 2, 0)
+
+
+def votes_each_way(store: RuleStore, sources, row_norm, divide_by) -> list[list]:
+    """RuleStore.votes_many's numpy pass, then the loop of RuleTable.votes as plain Python and,
+    with numba, compiled: each as lists."""
+    table = store._rows()
+    ways = []
+    for compiled in [None, False, True] if AVAILABLE else [None, False]:
+        reader = RuleStore(store.max_rules, compiled=bool(compiled))
+        reader.numbers, reader.names = store.numbers, store.names
+        reader._table = RuleTable(**{**vars(table), "compiled": bool(compiled)})
+        if compiled is None:  # the store's numpy pass
+            got = reader.votes_many(sources, row_norm, divide_by)
+        else:
+            flat = [pair for some in sources for pair in some]
+            got = reader._table.votes(
+                np.array([store.numbers.get(source, -1) for source, _ in flat], np.int64),
+                np.array([weight for _, weight in flat], np.float64),
+                np.array([len(some) for some in sources], np.int64),
+                row_norm,
+                divide_by,
+            )
+        ways.append([array.tolist() for array in got])
+    return ways
+
+
+def test_votes_of_many_source_lists_equal_the_numpy_pass() -> None:
+    """The loop's votes are numpy's, float for float: targets shared by several rows (added in
+    row order), a source listed twice, unknown sources and sources without a row, rows divided by
+    their largest or not, a divisor shorter than the catalogue, votes that cancel to zero."""
+    rng = random.Random(5)
+    store = RuleStore(max_rules=6)
+    names = [f"i{n}" for n in range(40)]
+    for _ in range(900):
+        store.add(rng.choice(names[:30]), rng.choice(names), rng.choice([1.0, 0.5, 1 / 3, 0.1, -0.5]))
+    store.number("lonely")  # numbered, no row
+    voted = 0
+    for trial in range(60):
+        sources = [
+            [
+                (rng.choice([*names, "lonely", "unknown"]), rng.choice([1.0, 0.8, 0.64, 0.3]))
+                for _ in range(rng.randrange(0, 6))
+            ]
+            for _ in range(rng.randrange(0, 9))
+        ]
+        if trial % 7 == 0 and sources and sources[0]:
+            sources[0].append(sources[0][0])  # the same source twice
+        for row_norm in (False, True):
+            for divide_by in (None, np.linspace(0.5, 3.0, 25)):
+                numpy_pass, *loops = votes_each_way(store, sources, row_norm, divide_by)
+                voted += bool(numpy_pass[0])
+                for loop in loops:
+                    assert loop == numpy_pass
+    assert voted > 150

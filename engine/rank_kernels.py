@@ -22,6 +22,8 @@ import numpy as np
 
 from engine.session_kernels import compiled_loop
 
+_NO_GAIN = np.zeros(0)
+
 
 def _best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
     """Per context (entries ``bounds[j]:bounds[j + 1]``), the held entries whose value is at
@@ -56,11 +58,13 @@ def best_many(values: np.ndarray, held: np.ndarray, bounds: np.ndarray, k: int) 
 
 
 def _shortlist_many(
-    scores: np.ndarray, protected: np.ndarray, bounds: np.ndarray, best: np.ndarray
+    scores: np.ndarray, protected: np.ndarray, bounds: np.ndarray, best: np.ndarray, gain: np.ndarray
 ) -> np.ndarray:
     """Per context (entries ``bounds[j]:bounds[j + 1]``), the protected entries and those scoring
     at least the ``best[j]``-th largest score of the others (every entry when there are no more
-    than ``best[j]`` entries): their positions, in order.
+    than ``best[j]`` entries), and those with a ``gain`` (not negative; an empty ``gain``: none)
+    unless both the score plus the gain and the gain alone fall short of it: their positions, in
+    order.
 
     The cut is the value ``np.partition`` finds with the protected entries at -inf, NaN ranking
     above every number (a NaN cut keeps only the protected entries); a min-heap of the
@@ -110,17 +114,25 @@ def _shortlist_many(
                     heap[at] = value
             cut = heap[0]
         for i in range(lo, hi):
-            if protected[i] or scores[i] >= cut:
+            if (
+                protected[i]
+                or scores[i] >= cut
+                or (len(gain) > 0 and gain[i] >= 0.0 and not (scores[i] + gain[i] < cut and gain[i] < cut))
+            ):
                 out[n_out] = i
                 n_out += 1
     return out[:n_out]
 
 
 def shortlist_many(
-    scores: np.ndarray, protected: np.ndarray, bounds: np.ndarray, best: np.ndarray
+    scores: np.ndarray,
+    protected: np.ndarray,
+    bounds: np.ndarray,
+    best: np.ndarray,
+    gain: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`_shortlist_many`, compiled."""
-    return compiled_loop(_shortlist_many)(scores, protected, bounds, best)
+    return compiled_loop(_shortlist_many)(scores, protected, bounds, best, _NO_GAIN if gain is None else gain)
 
 
 def _rank_many(values: np.ndarray, keys: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -185,5 +197,6 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the loops now (see :func:`engine.session_kernels.warm_up`)."""
     bounds = np.array([0, 1])
     best_many(np.ones(1), np.ones(1, np.bool_), bounds, 1)
-    shortlist_many(np.ones(1), np.zeros(1, np.bool_), bounds, np.ones(1, np.int64))
+    for gain in (None, np.zeros(1)):
+        shortlist_many(np.ones(1), np.zeros(1, np.bool_), bounds, np.ones(1, np.int64), gain)
     rank_many(np.ones(1), np.ones((1, 2), np.uint64), bounds)

@@ -97,12 +97,12 @@ class Recommender:
             (partition, user, p) for partition, group in profiles.items() for user, p in group.items()
         ]
         similar = self._similar({(partition, user): p for partition, user, p in everyone})
-        session = self._session_scores(everyone, k, similar, trending)
+        prior = TrendingPrior(trending)
+        session = self._session_scores(everyone, k, similar, prior)
         wanted = {item for _, _, p in everyone for item in recent_items(p, s)} if session is None else ()
         # Ask for extra neighbours so that filtering purchased items still leaves k candidates.
         neighbours = self.store.neighbours(wanted, max(k * 2, 50)) if wanted else {}
         out: dict[int, dict[str, Ranked]] = {partition: {} for partition in profiles}
-        prior = TrendingPrior(trending) if session else None
         for partition, user, p in everyone:
             key = (partition, user)
             mine = session.get(key) if session else None
@@ -117,7 +117,7 @@ class Recommender:
         everyone: list[tuple[int, str, UserProfile]],
         k: int,
         similar: Mapping[tuple[int, str], Mapping[str, float]],
-        trending: list[tuple[str, float]],
+        trending: TrendingPrior,
     ) -> dict[tuple[int, str], dict[str, float]] | None:
         """The session model's scores of each user's current sequence (None when it is off): only
         the items that can still make the user's top ``k`` once :func:`score_user` has removed the
@@ -146,11 +146,15 @@ class Recommender:
         if model is None:
             return {}
         profile_of = {(partition, user): p for partition, user, p in everyone}
-        shortlist = Shortlist(
-            [k + len(banned_items(profile_of[key], self.settings)) for key in contexts],
-            [similar.get(key, ()) for key in contexts],
-            [item for item, _ in trending],
-        )
+        best = [k + len(banned_items(profile_of[key], self.settings)) for key in contexts]
+        protected = [similar.get(key, ()) for key in contexts]
+        weight = self.settings.trending_weight
+        if trending.ordered and weight >= 0 and all(value >= 0 for value in trending.value.values()):
+            # a user with session scores gets each item's share of the list (rank_session_user)
+            shares = {item: weight * value / trending.top for item, value in trending.items}
+            shortlist = Shortlist(best, protected, gains=shares)
+        else:
+            shortlist = Shortlist(best, protected, [item for item, _ in trending.items])
         return dict(zip(contexts, model.scores_many(list(contexts.values()), shortlist), strict=True))
 
     def _similar(self, profiles: Mapping[K, UserProfile]) -> dict[K, dict[str, float]]:

@@ -11,17 +11,18 @@ a merge costs a pass over them where sorting all the keys again cost most of the
 A :class:`Shortlist` lets the caller ask for only the items that can still make its top-k list, so
 that hundreds of scored items per context never become dict entries. The engine ranks a context's
 items by score (ties by item id) after removing banned items and adding ANN and trending scores to
-some of them: those are protected, kept whatever their score. Any other item keeps its score here,
-and so does every other unprotected item ranked above it, so it makes the top ``k`` only if fewer
-than ``k`` allowed unprotected items rank above it here: it is among the ``k + banned`` best
-unprotected items, which the shortlist keeps (with every item tied with the last of them).
+some of them. ANN items are protected, kept whatever their score. Any other item keeps its score
+here or gains its trending share, and no item loses any, so an item makes the top ``k`` only if
+fewer than ``k`` allowed unprotected items rank above its final score: so only if it is among the
+``k + banned`` best unprotected items here, which the shortlist keeps (with every item tied with
+the last of them), or if its score plus its share reaches the last of those.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING
 
@@ -39,11 +40,17 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Shortlist:
     """Which items of each context to return: any of ``protected[j]`` or ``always`` that it scored,
-    and of the others its ``best[j]`` highest scores (every item tied with the last of them too)."""
+    and of the others its ``best[j]`` highest scores (every item tied with the last of them too),
+    and any item of ``gains`` whose score plus its gain, or gain alone, reaches the last of those.
+
+    ``gains``: items that the caller adds exactly that much (not negative) to, whether they are
+    returned or not, and no item loses score: an item that falls short of the cut with its gain,
+    and with its gain alone (its score when left out), stays below ``best[j]`` items."""
 
     best: Sequence[int]
     protected: Sequence[Collection[str]]
     always: Collection[str] = ()
+    gains: Mapping[str, float] = field(default_factory=dict)
 
 
 def blend_many(
@@ -191,9 +198,22 @@ def _shortlisted(
     ]
     if wanted:
         protected |= np.isin(owners * width + codes, np.array(wanted, np.int64))
+    gain = None
+    if shortlist.gains:
+        pairs = [
+            (code, value)
+            for code, value in zip(map(known_code, shortlist.gains), shortlist.gains.values(), strict=True)
+            if code is not None
+        ]
+        if pairs:
+            gain_of = np.full(width, -1.0)  # negative: no gain
+            gain_of[[code for code, _ in pairs]] = [value for _, value in pairs]
+            gain = gain_of[codes]
     bounds = np.searchsorted(owners, np.arange(n_contexts + 1))
     if compiled:
-        return rank_kernels.shortlist_many(scores, protected, bounds, np.array(shortlist.best, np.int64))
+        return rank_kernels.shortlist_many(
+            scores, protected, bounds, np.array(shortlist.best, np.int64), gain
+        )
     others = np.where(protected, -math.inf, scores)
     bounds = bounds.tolist()
     cut = np.full(n_contexts, -math.inf)
@@ -202,7 +222,11 @@ def _shortlisted(
         best = max(1, shortlist.best[j])  # never none: the caller tells "scored" from "not scored"
         if hi - lo > best:
             cut[j] = np.partition(others[lo:hi], hi - lo - best)[hi - lo - best]
-    return np.flatnonzero(protected | (scores >= cut[owners]))
+    kept = protected | (scores >= cut[owners])
+    if gain is not None:
+        cut = cut[owners]
+        kept |= (gain >= 0.0) & ~((scores + gain < cut) & (gain < cut))
+    return np.flatnonzero(kept)
 
 
 def _known_codes(items: Collection[str], known_code: Callable[[str], int | None]) -> list[int]:

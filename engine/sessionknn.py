@@ -421,7 +421,9 @@ class SessionKNN:
             part = None
             if shortlist is not None:
                 end = start + len(chunk)
-                part = Shortlist(shortlist.best[start:end], shortlist.protected[start:end], shortlist.always)
+                part = replace(
+                    shortlist, best=shortlist.best[start:end], protected=shortlist.protected[start:end]
+                )
             out.extend(blend_many(self, chunk, knn, sources, part, latest))
         return out
 

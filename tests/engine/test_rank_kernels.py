@@ -36,11 +36,15 @@ def test_compiled_shortlist_keeps_what_the_partition_keeps(seed: int) -> None:
     known = {name: n for n, name in enumerate(names)}.get
     protected = [set(rng.choice(names, int(rng.integers(0, 4))).tolist()) for _ in range(n_contexts)]
     always = set(rng.choice(names, 3).tolist())
-    shortlist = Shortlist(best, protected, always)
-    plain = session_blend._shortlisted(owners, codes, scores, shortlist, 80, known)
-    compiled = session_blend._shortlisted(owners, codes, scores, shortlist, 80, known, compiled=True)
-    assert compiled.tolist() == plain.tolist()
-    assert 0 < len(plain) < len(codes)  # it keeps some and drops some
+    gains = {name: float(rng.choice([0.0, 0.25, 0.3, np.inf])) for name in rng.choice(names, 20).tolist()}
+    kept = []
+    for shortlist in (Shortlist(best, protected, always), Shortlist(best, protected, always, gains)):
+        plain = session_blend._shortlisted(owners, codes, scores, shortlist, 80, known)
+        compiled = session_blend._shortlisted(owners, codes, scores, shortlist, 80, known, compiled=True)
+        assert compiled.tolist() == plain.tolist()
+        assert 0 < len(plain) < len(codes)  # it keeps some and drops some
+        kept.append(set(plain.tolist()))
+    assert kept[0] < kept[1]  # the gains keep more
 
 
 @pytest.mark.parametrize("seed", range(6))

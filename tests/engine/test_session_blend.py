@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
+from engine import session_blend
 from engine.config import EngineSettings
 from engine.evaluation.base import Context
 from engine.generator import generate_events
@@ -107,6 +108,15 @@ def check_shortlist(model: SessionKNN, contexts: list[Context], k: int, seed: in
             boost = {item: sign * rng.random() for item in p | always}
             assert top(s, k, b, boost) == top(f, k, b, boost)
         pruned += len(f) - len(s)
+    # Items that gain up to a known amount (trending shares): kept only where that can matter.
+    gains = {item: rng.choice([0.0, 0.02, 0.1, 0.5]) for item in rng.sample(names, len(names) // 3)}
+    short = model.scores_many(contexts, Shortlist([k + len(b) for b in banned], protected, (), gains))
+    for f, s, b, p in zip(full, short, banned, protected, strict=True):
+        assert all(f[item] == value for item, value in s.items())
+        for share in (1.0, rng.random()):  # the whole gain (ties at the cut), or part of it
+            boost = {item: share * gain for item, gain in gains.items()}
+            boost.update({item: rng.uniform(-1.0, 1.0) for item in p})
+            assert top(s, k, b, boost) == top(f, k, b, boost)
     return pruned
 
 
@@ -114,6 +124,46 @@ def check_shortlist(model: SessionKNN, contexts: list[Context], k: int, seed: in
 def test_shortlisted_scores_give_the_same_top_k(name: str) -> None:
     model, contexts = trained(CONFIGS[name])
     assert check_shortlist(model, contexts, k=5, seed=1) > 0  # it does drop items
+
+
+@pytest.mark.parametrize("compiled", [False, True] if COMPILED else [False])
+@pytest.mark.parametrize("seed", range(10))
+def test_items_with_gains_left_out_only_where_neither_way_they_reach_the_list(
+    seed: int, compiled: bool
+) -> None:
+    """An item with a gain that the shortlist leaves out is still ranked, by its gain alone (a
+    trending item scored by trending only): with scores below zero that ranks it higher than its
+    score plus the gain would, so it must be kept where its gain alone reaches the cut."""
+    rng = random.Random(seed)
+    names = [f"i{n:02d}" for n in range(50)]
+    full = [
+        {
+            item: rng.choice([-1.0, -0.25, 0.0, 0.25, 0.5, 1.0, rng.uniform(-1, 1)])
+            for item in rng.sample(names, rng.randrange(0, 45))
+        }
+        for _ in range(30)
+    ]
+    gains = {item: rng.choice([0.0, 0.25, 0.5, 1.0]) for item in rng.sample(names, 20)}
+    protected = [set(rng.sample(names, 2)) for _ in full]
+    banned = [set(rng.sample(names, rng.randrange(0, 3))) for _ in full]
+    k = rng.choice([1, 3, 8])
+    owners = np.array([j for j, scores in enumerate(full) for _ in sorted(scores)], np.int64)
+    codes = np.array([names.index(item) for scores in full for item in sorted(scores)], np.int64)
+    values = np.array([scores[item] for scores in full for item in sorted(scores)])
+    shortlist = Shortlist([k + len(b) for b in banned], protected, (), gains)
+    kept = set(
+        session_blend._shortlisted(
+            owners, codes, values, shortlist, len(names), names.index, compiled
+        ).tolist()
+    )
+    short: list[dict[str, float]] = [{} for _ in full]
+    for position, (j, code) in enumerate(zip(owners.tolist(), codes.tolist(), strict=True)):
+        if position in kept:
+            short[j][names[code]] = float(values[position])
+    assert len(kept) < len(values)
+    for f, s, b, p in zip(full, short, banned, protected, strict=True):
+        boost = dict(gains) | {item: rng.uniform(0.0, 1.0) for item in p}
+        assert top(s, k, b, boost) == top(f, k, b, boost)
 
 
 def test_shortlist_keeps_every_item_tied_at_the_cut() -> None:

@@ -13,16 +13,14 @@ Run: ``python -m deploy.bench.broker_hop [--rate 2000] [--phases 4] [--fetch-wai
 from __future__ import annotations
 
 import argparse
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from deploy.bench.common import percentile, process_cpu_s
+from deploy.bench.common import percentile, process_cpu_s, scratch_stack
 from producers.admin import ensure_topics
 from producers.kafka import KafkaSettings, client_config
 from producers.recs import make_producer
@@ -108,17 +106,11 @@ def main() -> None:
     parser.add_argument("--phase-s", type=float, default=8.0)
     parser.add_argument("--fetch-wait-ms", type=int, default=20)
     args = parser.parse_args()
-    from deploy.stack import start_stack, stop_stack
-
-    workdir = Path(tempfile.mkdtemp(prefix="streamrec-hop-"))
-    try:
-        info = start_stack(workdir, partitions=4)
+    with scratch_stack(partitions=4, prefix="streamrec-hop-") as info:
         kafka = KafkaSettings(bootstrap_servers=info.kafka_bootstrap, partitions=4)
         rows = run_broker_hop(
             kafka, info.broker_pid, args.rate, args.phases, args.phase_s, args.fetch_wait_ms
         )
-    finally:
-        stop_stack(workdir)
     print(f"{'phase':>5} {'records in topic':>17} {'p50 ms':>7} {'p99 ms':>7} {'broker % of a core':>19}")
     for row in rows:
         cpu = row["broker_cpu_pct"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import os
 import resource
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploy.settings import Settings, load_settings
 from engine.errors import StreamrecError
@@ -24,6 +25,9 @@ from engine.events import Event
 from engine.generator import MEAN_SESSION_GAP_S, generate_events
 from producers.admin import ensure_topics
 from producers.kafka import KafkaSettings
+
+if TYPE_CHECKING:
+    from deploy.stack import StackInfo
 
 
 class BenchError(StreamrecError):
@@ -87,11 +91,7 @@ def bench_stack(use_existing: bool, partitions: int) -> Iterator[BenchStack]:
             started_here=False,
         )
         return
-    from deploy.stack import start_stack, stop_stack
-
-    workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
-    try:
-        info = start_stack(workdir, partitions=partitions)
+    with scratch_stack(partitions) as info:
         yield BenchStack(
             info.kafka_bootstrap,
             info.redis_url,
@@ -99,8 +99,20 @@ def bench_stack(use_existing: bool, partitions: int) -> Iterator[BenchStack]:
             started_here=True,
             pids={"broker": info.broker_pid, "redis": info.redis_pid},
         )
+
+
+@contextmanager
+def scratch_stack(partitions: int, prefix: str = "streamrec-bench-") -> Iterator[StackInfo]:
+    """An embedded stack in a new temporary directory: stopped by its recorded PIDs at the end,
+    also after a failure, and the directory (its logs) removed."""
+    from deploy.stack import start_stack, stop_stack
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield start_stack(workdir, partitions=partitions)
     finally:
         stop_stack(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run_settings(stack: BenchStack, name: str, partitions: int) -> Settings:

@@ -7,6 +7,7 @@ the exact index, and that purchased items disappear from the buyer's recommendat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -267,3 +268,28 @@ def test_broker_hop_times_every_record_of_each_phase(stack: StackInfo) -> None:
         assert 0 < row["p50_ms"] <= row["p99_ms"] < 5000
         assert row["broker_cpu_pct"] is not None and row["broker_cpu_pct"] > 0
     assert rows[1]["records_in_topic"] == 1 + rows[0]["records"] + rows[1]["records"]  # + the warm-up one
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_scratch_stack_is_stopped_and_its_directory_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """A bench that starts its own stack leaves no process and no temporary directory behind,
+    also when the run fails."""
+    import tempfile
+
+    from deploy.bench.common import scratch_stack
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: list[StackInfo] = []
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+        with scratch_stack(partitions=1) as info:
+            seen.append(info)
+            assert len(list(tmp_path.glob("streamrec-bench-*"))) == 1
+            if fails:
+                raise RuntimeError("the run failed")
+    assert seen and not list(tmp_path.iterdir())
+    for pid in (seen[0].broker_pid, seen[0].redis_pid):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

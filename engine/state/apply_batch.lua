@@ -121,9 +121,6 @@ while i <= n do
     -- `pending_ts` holds the newest timestamps not yet written, `pending_items` the items not yet
     -- pushed. Only an eviction reads them before the end, and it writes them first.
     local live, pending_ts, pending_items = {}, {}, {}
-    -- Counts written once, at the end: sessions added, and per item the sessions its index gained
-    -- (nothing here reads them). `session_count`: the sessions set's size, read once, kept in step.
-    local new_sessions, item_counts, session_count = 0, {}, nil
     local function flush_stamps()
       local stamped = {}
       for sid, stamp in pairs(pending_ts) do
@@ -168,13 +165,11 @@ while i <= n do
         pending_ts[sid] = ts_text
       else
         if redis.call('ZADD', sessions, ts_text, sid) == 1 then
-          new_sessions = new_sessions + 1
-          if session_count == nil then session_count = redis.call('ZCARD', sessions) else session_count = session_count + 1 end
-          if session_count > max_sessions then
+          redis.call('HINCRBY', meta, 'sessions', 1)
+          if redis.call('ZCARD', sessions) > max_sessions then
             -- forget the oldest session, also in the index of every item it still lists
             flush_stamps()
             local oldest = redis.call('ZPOPMIN', sessions)[1]
-            session_count = session_count - 1
             flush_items(oldest)
             local okey = base .. 'ss:' .. oldest
             for _, old_item in ipairs(redis.call('LRANGE', okey, 0, -1)) do
@@ -222,7 +217,7 @@ while i <= n do
       -- ZADD counts the members it adds: a new (item, session) pair is 1, a new timestamp 0
       local ikey = base .. 'is:' .. item
       if redis.call('ZADD', ikey, ts_text, sid) == 1 then
-        item_counts[item] = (item_counts[item] or 0) + 1
+        redis.call('HINCRBY', base .. 'ic', item, 1)
         -- the index's size before this add; then down to the cap, also when a row is longer than
         -- it (a cap lowered since it was written), as if trimmed before the add: the `drop`
         -- lowest of the others go
@@ -258,15 +253,10 @@ while i <= n do
         -- LRANGE found (at most `steps` items), plus one a push, at most `max_len`
         lengths[sid] = math.min(lengths[sid] + 1, max_len)
       end
-      if evicted_itself then
-        redis.call('ZADD', sessions, ts_text, sid)
-        session_count = session_count + 1
-      end
+      if evicted_itself then redis.call('ZADD', sessions, ts_text, sid) end
     end
     flush_stamps()
     for sid in pairs(pending_items) do flush_items(sid) end
-    if new_sessions > 0 then redis.call('HINCRBY', meta, 'sessions', new_sessions) end
-    for item, added in pairs(item_counts) do redis.call('HINCRBY', base .. 'ic', item, added) end
     i = i + 10 + 3 * count
   else
     return redis.error_reply('apply_batch: unknown op ' .. tostring(op))

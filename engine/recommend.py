@@ -106,7 +106,7 @@ class Recommender:
         for partition, user, p in everyone:
             key = (partition, user)
             mine = session.get(key) if session else None
-            if mine is not None:  # a fresh dict of this call's
+            if mine is not None:
                 out[partition][user] = rank_session_user(p, mine, prior, s, k, similar.get(key))
             else:
                 out[partition][user] = score_user(p, neighbours, trending, s, k, similar.get(key), None)

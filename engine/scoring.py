@@ -118,7 +118,7 @@ def rank_session_user(
     similar: Mapping[str, float] | None = None,
 ) -> list[tuple[str, float]]:
     """``score_user(profile, {}, trending.items, settings, k, similar, session)``: the same list
-    and floats, in less time (``session`` may be changed).
+    and floats, in less time.
 
     score_user adds every trending item to the user's scores and sorts them all. Here only the
     session's (and ANN) items get their trending share added; of the items that score by trending
@@ -128,7 +128,7 @@ def rank_session_user(
     or a list out of order, takes score_user's way instead."""
     if not trending.ordered or settings.trending_weight < 0:
         return score_user(profile, {}, trending.items, settings, k, similar, session)
-    scores = dict(session) if similar else session  # `session` stays as given for score_user
+    scores = dict(session) if similar else session  # only read unless copied
     if similar:
         for item, cosine in similar.items():
             if cosine > 0:

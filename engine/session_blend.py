@@ -225,7 +225,8 @@ def _shortlisted(
     kept = protected | (scores >= cut[owners])
     if gain is not None:
         cut = cut[owners]
-        kept |= (gain >= 0.0) & ~((scores + gain < cut) & (gain < cut))
+        with np.errstate(invalid="ignore"):  # inf + -inf is NaN, which falls short of nothing: kept
+            kept |= (gain >= 0.0) & ~((scores + gain < cut) & (gain < cut))
     return np.flatnonzero(kept)
 
 

@@ -148,10 +148,8 @@ class Recommender:
         profile_of = {(partition, user): p for partition, user, p in everyone}
         best = [k + len(banned_items(profile_of[key], self.settings)) for key in contexts]
         protected = [similar.get(key, ()) for key in contexts]
-        weight = self.settings.trending_weight
-        if trending.ordered and weight >= 0 and all(value >= 0 for value in trending.value.values()):
-            # a user with session scores gets each item's share of the list (rank_session_user)
-            shares = {item: weight * value / trending.top for item, value in trending.items}
+        shares = trending.shares(self.settings)
+        if shares is not None:  # what rank_session_user adds to a user with session scores
             shortlist = Shortlist(best, protected, gains=shares)
         else:
             shortlist = Shortlist(best, protected, [item for item, _ in trending.items])

@@ -108,6 +108,14 @@ class TrendingPrior:
             and all(higher >= lower for higher, lower in pairwise(values))
         )
 
+    def shares(self, settings: EngineSettings) -> dict[str, float] | None:
+        """What :func:`rank_session_user` adds to each trending item of a user with scores, the
+        same floats; None where a share could be negative (a shortlist then keeps every item)."""
+        weight = settings.trending_weight
+        if not self.ordered or weight < 0 or any(value < 0 for value in self.value.values()):
+            return None
+        return {item: weight * value / self.top for item, value in self.items}
+
 
 def rank_session_user(
     profile: UserProfile,
@@ -142,7 +150,7 @@ def rank_session_user(
         if score != score:  # NaN
             return score_user(profile, {}, trending.items, settings, k, similar, session)
         value = value_of.get(item)
-        if value is not None:
+        if value is not None:  # the float TrendingPrior.shares gives, for a user with scores
             score = score + blend * value / top
         if item not in banned:
             pool.append((-score, item))

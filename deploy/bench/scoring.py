@@ -4,8 +4,11 @@ Over a long replay the scoring process sets the engine's rate (docs/performance.
 indexes are at their caps and each user's ~100 neighbours list ~30 items each. This learns
 ``--events`` generator events (the ingest bench's stream) into the streaming preset, then for
 each of ``--warm-polls`` + ``--polls`` polls of ``--batch`` events learns the poll and scores
-the latest context of each user in it, as the scoring process does (a shortlist of 20 + 2 per
-user, 100 always-kept items). Only the last ``--polls`` polls are timed. The digest of every
+the latest context of each user in it, as the scoring process does with a shortlist of 20 + 2
+per user and 100 always-kept items. (Since 2026-12-08 the scoring process keeps a trending item
+only where its share can lift it into the list, ``Shortlist.gains``; the bench keeps the older
+shortlist, which every revision takes, so that revisions compare alike.) Only the last
+``--polls`` polls are timed. The digest of every
 score is printed, so that two revisions can be checked to score alike as well as compared for
 speed.
 

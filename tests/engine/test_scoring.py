@@ -196,3 +196,14 @@ def test_trending_prior_takes_only_a_list_ranked_down_from_a_positive_top() -> N
     assert not TrendingPrior([("a", 2.0), ("a", 1.0)]).ordered
     assert not TrendingPrior([("a", math.inf), ("b", 1.0)]).ordered
     assert not TrendingPrior([("a", 2.0), ("b", math.nan)]).ordered
+
+
+def test_trending_shares_are_what_the_ranking_adds_to_a_user_with_scores() -> None:
+    trending = [("a", 4.0), ("b", 1.0), ("c", 0.0)]
+    shares = TrendingPrior(trending).shares(S)
+    assert shares == {"a": 0.05, "b": 0.0125, "c": 0.0}
+    ranked = rank_session_user(profile(), {"a": 1.0, "b": 1.0, "c": 1.0}, TrendingPrior(trending), S, 3)
+    assert ranked == [(item, 1.0 + shares[item]) for item in ("a", "b", "c")]
+    assert TrendingPrior([("a", 1.0), ("b", -1.0)]).shares(S) is None  # a share below zero
+    assert TrendingPrior(trending).shares(S.model_copy(update={"trending_weight": -0.1})) is None
+    assert TrendingPrior([("a", 1.0), ("b", 2.0)]).shares(S) is None  # out of order
